@@ -1,0 +1,426 @@
+"""Batch driver: run every notebook under one profile and index what it made.
+
+    python -m provlib.batch --profile cpu                 # the study (minutes)
+    python -m provlib.batch --profile tiny                # seconds, for checks
+    python -m provlib.batch --profile cpu --only 01 03    # notebooks by stem prefix
+
+Each ``notebooks/<digit>*.ipynb`` runs through papermill (kernel cwd: the
+notebooks folder, ``MPLBACKEND=Agg``) with the profile's values for the
+parameters its ``parameters`` cell declares; the executed copy lands in
+``reports/<profile>/<stem>.ipynb``.  A notebook names every file it writes
+``<stem>_<what>.<ext>``: tables (``.md``, ``.csv``) in ``reports/<profile>/``,
+figures (``.png``, ``.pdf``) in ``figures/<profile>/``.  The driver then writes
+``reports/<profile>/README.md`` (one page: profile, seeds, versions, machine,
+git commit, timings, every table inline and every figure) and ``run.json``
+(the same, machine-readable; paths there are relative to ``reports/<profile>/``).
+The first failing notebook stops the run, after the index records it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator, Sequence
+from urllib.parse import quote
+
+import papermill
+
+from . import paths
+from .io import atomic_write_text
+from .profiles import PROFILES, get_profile
+
+TABLE_SUFFIXES = (".md", ".csv")
+FIGURE_SUFFIXES = (".png", ".pdf")
+FALLBACK_PACKAGES = ("torch", "diffusers", "accelerate", "numpy", "scipy", "pandas", "scikit-learn",
+                     "matplotlib", "seaborn", "pillow", "safetensors", "huggingface-hub", "papermill",
+                     "nbclient", "nbformat", "ipykernel", "jupyterlab", "tqdm", "joblib")
+
+
+@dataclass
+class NotebookRun:
+    """One notebook of a batch: what it was given, how long it took, how it ended."""
+
+    path: Path
+    status: str = "skipped"  # ok | failed | skipped (not selected) | not run (after a failure)
+    parameters: dict = field(default_factory=dict)
+    wall_seconds: float | None = None
+    error: str | None = None
+
+    @property
+    def stem(self) -> str:
+        """File name without ``.ipynb``: the prefix of every file the notebook writes."""
+        return self.path.stem
+
+
+# ---------------------------------------------------------------- selecting and running
+
+
+def list_notebooks(notebooks_dir: Path) -> list[Path]:
+    """The study's notebooks: ``*.ipynb`` whose name starts with a digit, sorted."""
+    return sorted(p for p in Path(notebooks_dir).glob("*.ipynb") if p.name[:1].isdigit())
+
+
+def select_notebooks(notebooks: list[Path], only: Sequence[str] | str | None) -> list[Path]:
+    """The notebooks whose stem starts with one of the ``only`` prefixes (all when None)."""
+    if only is None:
+        return list(notebooks)
+    prefixes = [only] if isinstance(only, str) else list(only)
+    prefixes = [p.removesuffix(".ipynb") for p in prefixes]
+    stems = [nb.stem for nb in notebooks]
+    unmatched = [p for p in prefixes if not any(s.startswith(p) for s in stems)]
+    if unmatched:
+        raise ValueError(f"--only {unmatched} matches no notebook; notebooks: {stems}")
+    return [nb for nb in notebooks if any(nb.stem.startswith(p) for p in prefixes)]
+
+
+def notebook_parameters(notebook: Path, profile_params: dict) -> dict:
+    """The profile's values for the parameters the notebook declares (others keep their defaults)."""
+    declared = papermill.inspect_notebook(str(notebook))
+    return {name: value for name, value in profile_params.items() if name in declared}
+
+
+@contextmanager
+def kernel_environment() -> Iterator[None]:
+    """Environment the kernels inherit: Agg backend, and this very provlib importable."""
+    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "PYTHONPATH")}
+    os.environ["MPLBACKEND"] = "Agg"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), saved["PYTHONPATH"]]))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def execute_notebook(notebook: Path, output: Path, parameters: dict, kernel: str | None) -> None:
+    """Run one notebook with papermill; the executed copy appears at ``output`` only on success.
+
+    A failing run leaves its executed copy (error cell included) at ``<stem>.failed.ipynb``.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.partial.ipynb")
+    failed = output.with_name(f"{output.stem}.failed.ipynb")
+    try:
+        papermill.execute_notebook(str(notebook), str(partial), parameters=parameters,
+                                   kernel_name=kernel, cwd=str(notebook.parent), progress_bar=True)
+    except BaseException:
+        if partial.exists():
+            os.replace(partial, failed)
+        raise
+    os.replace(partial, output)
+    failed.unlink(missing_ok=True)
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for the index: the notebook's exception if papermill reports one."""
+    if hasattr(err, "ename"):
+        return f"{err.ename}: {err.evalue}"  # PapermillExecutionError
+    return f"{type(err).__name__}: {err}"[:500]
+
+
+def run_one(run: NotebookRun, profile_params: dict, out_dir: Path, kernel: str | None) -> None:
+    """Execute ``run``'s notebook, timing it; records the outcome and re-raises a failure."""
+    run.parameters = notebook_parameters(run.path, profile_params)
+    if "profile" in profile_params and "profile" not in run.parameters:
+        print(f"warning: {run.path.name} declares no `profile` parameter: its outputs "
+              "may not land in this profile's folders", file=sys.stderr)
+    start = time.perf_counter()
+    try:
+        execute_notebook(run.path, out_dir / f"{run.stem}.ipynb", run.parameters, kernel)
+    except BaseException as err:
+        run.status, run.error = "failed", describe_error(err)
+        raise
+    else:
+        run.status = "ok"
+    finally:
+        run.wall_seconds = round(time.perf_counter() - start, 2)
+
+
+def run_batch(profile: str, notebooks_dir: Path | str | None = None,
+              only: Sequence[str] | str | None = None, kernel: str | None = "python3") -> dict:
+    """Run the notebooks under ``profile``, write ``reports/<profile>/README.md`` and ``run.json``.
+
+    ``notebooks_dir`` defaults to :data:`provlib.paths.NOTEBOOKS_DIR`; ``only`` keeps the
+    notebooks whose stem starts with one of the given prefixes; ``kernel`` None means the
+    kernelspec in each notebook's metadata.  Returns the run record (what ``run.json`` holds).
+    The first failing notebook stops the batch: the index records it, then the error propagates.
+    """
+    params = get_profile(profile)
+    notebooks = list_notebooks(Path(notebooks_dir or paths.NOTEBOOKS_DIR))
+    if not notebooks:
+        raise FileNotFoundError(f"no notebooks (<digit>*.ipynb) in {notebooks_dir or paths.NOTEBOOKS_DIR}")
+    selected = set(select_notebooks(notebooks, only))
+    runs = [NotebookRun(nb, status="not run" if nb in selected else "skipped") for nb in notebooks]
+    out_dir = paths.reports_dir(profile)
+    context = {"started": datetime.now(timezone.utc), "epoch": time.time(), "clock": time.perf_counter(),
+               "git": git_state(), "only": only, "kernel": kernel}
+    with kernel_environment():
+        try:
+            for i, run in enumerate(r for r in runs if r.path in selected):
+                print(f"[{i + 1}/{len(selected)}] {run.path.name} ({profile})", file=sys.stderr, flush=True)
+                run_one(run, params, out_dir, kernel)
+        finally:
+            record = build_record(profile, params, runs, context)
+            write_index(record, out_dir)
+    return record
+
+
+# ---------------------------------------------------------------- what the run records
+
+
+def git_state() -> dict:
+    """Commit of the repository and whether its tree differs from it (None where unknown)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=paths.REPO_ROOT, capture_output=True,
+                                  text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of provlib's declared dependencies (and provlib itself)."""
+    try:
+        reqs = [r for r in metadata.requires("provlib") or [] if "extra ==" not in r]
+        names = [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in reqs]
+    except metadata.PackageNotFoundError:
+        names = []
+    versions: dict[str, str | None] = {}
+    for name in ["provlib", *(names or FALLBACK_PACKAGES)]:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_name() -> str:
+    """CPU model from /proc/cpuinfo where there is one, else what ``platform`` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """Python, OS, CPU and CUDA of the machine that ran the batch."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": cuda,
+        "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
+        "cuda_version": torch.version.cuda,
+    }
+
+
+def notebook_outputs(stem: str, stems: list[str], profile: str) -> dict[str, list[Path]]:
+    """Tables and figures of one notebook: files named ``<stem>...``, each given to the
+    notebook with the longest matching stem (so ``01_a`` does not claim ``01_ab_x.png``)."""
+    def owned(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+        if not folder.is_dir():
+            return []
+        files = [f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in suffixes]
+        return sorted(f for f in files if max((s for s in stems if f.name.startswith(s)),
+                                              key=len, default=None) == stem)
+
+    return {"tables": owned(paths.reports_dir(profile), TABLE_SUFFIXES),
+            "figures": owned(paths.figures_dir(profile), FIGURE_SUFFIXES)}
+
+
+def relative(path: Path, out_dir: Path) -> str:
+    """``path`` relative to the index folder, with forward slashes (for links)."""
+    return Path(os.path.relpath(path, out_dir)).as_posix()
+
+
+def notebook_record(run: NotebookRun, stems: list[str], profile: str, context: dict) -> dict:
+    """What the index says about one notebook; ``fresh`` is False for files left by earlier runs."""
+    out_dir = paths.reports_dir(profile)
+    executed = out_dir / f"{run.stem}.ipynb"
+    failed = out_dir / f"{run.stem}.failed.ipynb"
+    outputs = notebook_outputs(run.stem, stems, profile)
+    return {
+        "stem": run.stem,
+        "source": str(run.path.relative_to(paths.REPO_ROOT) if run.path.is_relative_to(paths.REPO_ROOT)
+                      else run.path),
+        "status": run.status,
+        "wall_seconds": run.wall_seconds,
+        "parameters": run.parameters,
+        "error": run.error,
+        "executed": relative(executed, out_dir) if executed.exists() else None,
+        "executed_fresh": executed.exists() and executed.stat().st_mtime >= context["epoch"] - 1,
+        "failed_notebook": relative(failed, out_dir) if run.status == "failed" and failed.exists() else None,
+        **{kind: [{"path": relative(f, out_dir), "fresh": f.stat().st_mtime >= context["epoch"] - 1}
+                  for f in files] for kind, files in outputs.items()},
+    }
+
+
+def build_record(profile: str, params: dict, runs: list[NotebookRun], context: dict) -> dict:
+    """The run's metadata, as written to ``run.json`` and rendered into ``README.md``."""
+    stems = [r.stem for r in runs]
+    failed = [r.stem for r in runs if r.status == "failed"]
+    only = context["only"]
+    return {
+        "profile": profile,
+        "parameters": params,
+        "seeds": {k: v for k, v in params.items() if "seed" in k},
+        "status": f"failed ({failed[0]})" if failed else "ok",
+        "only": [only] if isinstance(only, str) else (list(only) if only else None),
+        "kernel": context["kernel"],
+        "started": context["started"].isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.perf_counter() - context["clock"], 2),
+        "git": context["git"],
+        "machine": machine_info(),
+        "packages": package_versions(),
+        "notebooks": [notebook_record(r, stems, profile, context) for r in runs],
+    }
+
+
+# ---------------------------------------------------------------- the index page
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (``|`` in cells escaped)."""
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def link(rel: str, text: str | None = None) -> str:
+    """Markdown link to a path relative to the index."""
+    return f"[{text or Path(rel).name}]({quote(rel)})"
+
+
+def command_line(record: dict) -> str:
+    """The command that (re)makes this run."""
+    only = f" --only {' '.join(record['only'])}" if record["only"] else ""
+    kernel = "" if record["kernel"] in ("python3", None) else f" --kernel {record['kernel']}"
+    return f"python -m provlib.batch --profile {record['profile']}{only}{kernel}"
+
+
+def render_summary(record: dict) -> str:
+    """Title, run facts, profile parameters and per-notebook timings."""
+    git = record["git"]
+    commit = f"`{git['commit']}`" if git["commit"] else "unknown (no git, or no commit yet)"
+    dirty = {True: " (working tree dirty)", False: " (clean)", None: ""}[git["dirty"]]
+    facts = [("status", record["status"]), ("profile", f"`{record['profile']}`"),
+             ("seeds", ", ".join(f"`{k}` = {v!r}" for k, v in record["seeds"].items()) or "none"),
+             ("git commit", f"{commit}{dirty}"), ("started (UTC)", record["started"]),
+             ("finished (UTC)", record["finished"]), ("total wall time", f"{record['wall_seconds']:.1f} s"),
+             ("notebooks selected", ", ".join(record["only"]) if record["only"] else "all"),
+             ("kernel", record["kernel"] or "from notebook metadata")]
+    timings = [(link(nb["executed"], nb["stem"]) if nb["executed"] else nb["stem"], nb["status"],
+                "" if nb["wall_seconds"] is None else f"{nb['wall_seconds']:.1f}") for nb in record["notebooks"]]
+    return "\n\n".join([
+        f"# Batch run: profile `{record['profile']}`",
+        f"Generated by `{command_line(record)}`; do not edit by hand. "
+        "Machine-readable: [run.json](run.json).",
+        md_table(["", ""], facts),
+        "## Profile parameters",
+        md_table(["parameter", "value"], [(f"`{k}`", f"`{v!r}`") for k, v in record["parameters"].items()]),
+        "## Notebooks",
+        md_table(["notebook", "status", "wall time (s)"], timings),
+    ])
+
+
+def render_environment(record: dict) -> str:
+    """Package versions and machine."""
+    machine = record["machine"]
+    cuda = f"yes: {machine['cuda_device']}" if machine["cuda_available"] else "no"
+    rows = [("python", machine["python"]), ("platform", machine["platform"]), ("CPU", machine["cpu"]),
+            ("CPU count", machine["cpu_count"]), ("torch threads", machine["torch_threads"]),
+            ("CUDA available", cuda), ("torch CUDA build", machine["cuda_version"] or "none (CPU build)")]
+    return "\n\n".join([
+        "## Environment",
+        md_table(["", ""], rows),
+        md_table(["package", "version"], [(k, v or "not installed") for k, v in record["packages"].items()]),
+    ])
+
+
+def render_notebook(nb: dict, out_dir: Path) -> str:
+    """One notebook's section: executed copy, parameters, tables inline, figures shown."""
+    parts = [f"## {nb['stem']}", f"Status: **{nb['status']}**"
+             + ("" if nb["wall_seconds"] is None else f", {nb['wall_seconds']:.1f} s")]
+    if nb["error"]:
+        parts.append(f"Error: `{nb['error']}`")
+    executed = "executed notebook" + ("" if nb["executed_fresh"] else " (from an earlier run)")
+    notebooks = [link(nb[k], label) for k, label in (("executed", executed),
+                                                     ("failed_notebook", "failed notebook")) if nb[k]]
+    parts.append(" · ".join(notebooks) or "No executed notebook.")
+    if nb["parameters"]:
+        parts.append("Parameters: " + ", ".join(f"`{k}={v!r}`" for k, v in nb["parameters"].items()))
+    for item in nb["tables"]:
+        note = "" if item["fresh"] else " (from an earlier run)"
+        parts.append(f"### Table {link(item['path'])}{note}")
+        if item["path"].lower().endswith(".md"):
+            parts.append((out_dir / item["path"]).read_text().strip())
+    for item in nb["figures"]:
+        note = "" if item["fresh"] else " (from an earlier run)"
+        parts.append(f"### Figure {link(item['path'])}{note}")
+        if item["path"].lower().endswith(".png"):
+            parts.append(f"![{Path(item['path']).name}]({quote(item['path'])})")
+    return "\n\n".join(parts)
+
+
+def render_readme(record: dict, out_dir: Path) -> str:
+    """The whole index page."""
+    sections = [render_summary(record), render_environment(record)]
+    sections += [render_notebook(nb, out_dir) for nb in record["notebooks"]]
+    return "\n\n".join(sections) + "\n"
+
+
+def write_index(record: dict, out_dir: Path) -> None:
+    """Write ``README.md`` and ``run.json`` into ``out_dir`` (atomically)."""
+    atomic_write_text(out_dir / "run.json", json.dumps(record, indent=1, default=str) + "\n")
+    atomic_write_text(out_dir / "README.md", render_readme(record, out_dir))
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m provlib.batch", description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", required=True, choices=sorted(PROFILES), help="parameter set to run")
+    parser.add_argument("--only", nargs="+", metavar="PREFIX", help="run only notebooks whose stem starts so")
+    parser.add_argument("--kernel", default="python3", help="kernelspec name (default: python3)")
+    parser.add_argument("--notebooks-dir", type=Path, default=None, help="default: the repository's notebooks/")
+    args = parser.parse_args(argv)
+    record = run_batch(args.profile, notebooks_dir=args.notebooks_dir, only=args.only, kernel=args.kernel)
+    print(f"{record['status']}: {paths.reports_dir(args.profile) / 'README.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

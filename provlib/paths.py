@@ -1,0 +1,40 @@
+"""Every path the project uses, computed from the repository root.
+
+Never from the working directory: notebooks run by papermill, tests and the
+batch driver all agree on where things live.  Two environment variables move
+the writable trees (tests point them at temporary folders):
+
+- ``PROVLIB_CACHE_DIR``: config-keyed artifacts (models, samples, features).
+- ``PROVLIB_OUTPUT_DIR``: the root holding ``figures/`` and ``reports/``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+EMBEDDED_DIR = PACKAGE_DIR / "embedded"
+EMBEDDED_DATA_DIR = EMBEDDED_DIR / "data"
+EMBEDDED_MODELS_DIR = EMBEDDED_DIR / "models"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+def cache_dir() -> Path:
+    """Root of the config-keyed artifact cache (created on demand)."""
+    return Path(os.environ.get("PROVLIB_CACHE_DIR", REPO_ROOT / ".cache"))
+
+
+def output_root() -> Path:
+    """Folder that holds ``figures/`` and ``reports/``."""
+    return Path(os.environ.get("PROVLIB_OUTPUT_DIR", REPO_ROOT))
+
+
+def figures_dir(profile: str) -> Path:
+    """Where the figures of one profile go (PNG and PDF)."""
+    return output_root() / "figures" / profile
+
+
+def reports_dir(profile: str) -> Path:
+    """Where the executed notebooks, tables and the index of one profile go."""
+    return output_root() / "reports" / profile

@@ -1,0 +1,58 @@
+"""Named parameter sets for the batch run.
+
+``tiny`` runs every notebook in seconds (tests, nbval); ``cpu`` is the
+embedded default study (the main job, minutes on a 2-core CPU).  A profile
+holds literals only; every notebook takes the same names as papermill
+parameters.
+"""
+from __future__ import annotations
+
+from .models import TrainConfig, UNetConfig
+
+PROFILES: dict[str, dict] = {
+    "tiny": {
+        "profile": "tiny",
+        "seed": 0,
+        "n_member": 100,        # training set of the target model (Fashion-MNIST 16x16)
+        "n_heldout": 300,       # same-distribution non-members (Fashion-MNIST)
+        "n_external": 100,      # out-of-distribution images (MNIST)
+        "n_generated": 100,     # the target model's own samples
+        "sampler_steps": 50,    # DDPM ancestral steps for the generated set
+        "timestep_stride": 100, # trajectory grid: every stride-th step of 0..999
+        "probe_train_frac": 0.5,
+        "n_bootstrap": 200,
+    },
+    "cpu": {
+        "profile": "cpu",
+        "seed": 0,
+        "n_member": 500,
+        "n_heldout": 2000,
+        "n_external": 1000,
+        "n_generated": 1000,
+        "sampler_steps": 1000,
+        "timestep_stride": 10,
+        "probe_train_frac": 0.5,
+        "n_bootstrap": 1000,
+    },
+}
+
+MODELS: dict[str, TrainConfig] = {
+    "tiny": TrainConfig(unet=UNetConfig(block_out_channels=(16, 32)), epochs=40, batch_size=50, warmup_steps=20),
+    "cpu": TrainConfig(),
+}
+
+
+def get_profile(name: str, **overrides) -> dict:
+    """A copy of profile ``name`` with ``overrides`` (``None`` values keep the profile's).
+
+    Unknown profile or parameter names are an error.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose from {sorted(PROFILES)}")
+    params = dict(PROFILES[name])
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for profile {name!r}; known: {sorted(params)}")
+    params.update(overrides)
+    return params

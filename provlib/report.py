@@ -1,0 +1,60 @@
+"""Writing the figures and tables of a notebook, with their provenance.
+
+Figures go to ``figures/<profile>/<name>.png|pdf`` and tables to
+``reports/<profile>/<name>.md|csv`` (``name`` starts with the notebook's stem
+so the batch index can find them).  Every table carries a footer with the
+profile, seed and package versions that produced it.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+
+import matplotlib
+import pandas as pd
+
+from . import paths
+from .io import _atomic, atomic_write_text
+
+PACKAGES = ("provlib", "torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "papermill")
+
+
+def versions() -> dict[str, str]:
+    """Python and key package versions."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def provenance(params: dict) -> str:
+    """One line saying what produced a result: profile, seed, package versions."""
+    v = ", ".join(f"{k} {val}" for k, val in versions().items())
+    return f"profile `{params['profile']}`, seed {params['seed']}; {v}"
+
+
+def save_figure(fig: "matplotlib.figure.Figure", params: dict, name: str) -> list:
+    """Save ``fig`` as PNG (150 dpi) and PDF under ``figures/<profile>/``; return the paths."""
+    out = []
+    for ext in ("png", "pdf"):
+        path = paths.figures_dir(params["profile"]) / f"{name}.{ext}"
+        _atomic(path, lambda p, ext=ext: fig.savefig(p, format=ext, dpi=150, bbox_inches="tight",
+                                                     metadata=_figure_metadata(ext)))
+        out.append(path)
+    return out
+
+
+def _figure_metadata(ext: str) -> dict:
+    # no creation dates: the same inputs give the same bytes
+    return {"Software": None} if ext == "png" else {"CreationDate": None, "Producer": None}
+
+
+def save_table(df: pd.DataFrame, params: dict, name: str, *, caption: str = "", floatfmt: str = ".3f") -> list:
+    """Save ``df`` as Markdown (with caption and provenance footer) and CSV under ``reports/<profile>/``."""
+    d = paths.reports_dir(params["profile"])
+    md_text = (f"{caption}\n\n" if caption else "") + df.to_markdown(index=False, floatfmt=floatfmt)
+    md_text += f"\n\n_Computed by provlib: {provenance(params)}._\n"
+    return [atomic_write_text(d / f"{name}.md", md_text), atomic_write_text(d / f"{name}.csv", df.to_csv(index=False))]

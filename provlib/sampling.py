@@ -1,0 +1,61 @@
+"""Samplers that produce a model's "generated" image sets.
+
+DDPM ancestral sampling and DDIM, driven by diffusers' schedulers.  Every
+sample owns a generator seeded from (run seed, sample id), for its initial
+noise and every ancestral step, so a sample does not depend on the batch it
+was drawn in.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from tqdm import tqdm
+
+from .trajectory import default_device, noise_seed
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+def _scheduler_for(method: str, scheduler, num_inference_steps: int):
+    if method not in SAMPLERS:
+        raise ValueError(f"unknown sampler {method!r}; choose from {SAMPLERS}")
+    cls = DDPMScheduler if method == "ddpm" else DDIMScheduler
+    sched = cls.from_config(scheduler.config)
+    if not 1 <= num_inference_steps <= sched.config.num_train_timesteps:
+        raise ValueError(f"num_inference_steps must lie in [1, {sched.config.num_train_timesteps}], "
+                         f"got {num_inference_steps}")
+    sched.set_timesteps(num_inference_steps)
+    return sched
+
+
+@torch.inference_mode()
+def _sample_batch(unet, sched, method: str, ids: Sequence[int], seed: int, shape, device) -> torch.Tensor:
+    gens = [torch.Generator().manual_seed(noise_seed(seed, i, -1)) for i in ids]
+    x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+    for t in sched.timesteps:
+        eps = unet(x, t.to(device)).sample
+        if method == "ddpm":  # a list of CPU generators: diffusers draws each sample's noise from its own
+            x = sched.step(eps, t, x, generator=gens).prev_sample
+        else:
+            x = sched.step(eps, t, x, eta=0.0).prev_sample
+    return x.clamp(-1, 1).cpu()
+
+
+def sample(unet, scheduler, n: int, *, method: str = "ddpm", num_inference_steps: int = 1000, seed: int = 0,
+           ids: Sequence[int] | None = None, batch_size: int = 250, device=None,
+           progress: bool = False) -> torch.Tensor:
+    """Draw ``n`` images in [-1, 1] (N, C, H, W) from ``unet`` with DDPM (ancestral) or DDIM (eta 0)."""
+    if n <= 0:
+        raise ValueError(f"number of samples must be positive, got {n}")
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    device = torch.device(device) if device is not None else default_device()
+    unet.to(device).eval()
+    sched = _scheduler_for(method, scheduler, num_inference_steps)
+    cfg = unet.config
+    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    out = [_sample_batch(unet, sched, method, ids[s:s + batch_size], seed, shape, device)
+           for s in tqdm(range(0, n, batch_size), desc=f"{method} sampling", disable=not progress)]
+    return torch.cat(out)

@@ -1,0 +1,196 @@
+"""Trajectory features (Tracing the Roots, Algorithm 1).
+
+For each image x0 and each timestep t of a grid, with a fresh noise
+eps ~ N(0, I) per (image, t):
+
+    x_t     = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
+    L_t     = || eps_theta(x_t, t) - eps ||^2          (sum over pixels)
+    grad_x  = || d L_t / d x0 ||^2                     (w.r.t. the clean image)
+    grad_theta = || d L_t / d theta ||^2               (all parameters, per sample)
+
+Noise comes either from the caller (``noise`` of shape (N, T, C, H, W)) or
+from a seed derived from (run seed, image id, t), so the features of an image
+do not depend on the batch size, the order of images, or how a run is split
+across processes.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor
+from torch.func import functional_call, grad, vmap
+from tqdm import tqdm
+
+from .data import check_images
+
+FEATURES = ("loss", "grad_x", "grad_theta")
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def noise_seed(seed: int, image_id: int, t: int) -> int:
+    """The 63-bit seed of the noise of image ``image_id`` at timestep ``t`` in run ``seed``."""
+    return _splitmix64(_splitmix64(_splitmix64(int(seed)) ^ int(image_id)) ^ int(t)) >> 1
+
+
+def seeded_noise(ids: Sequence[int], timesteps: Sequence[int], shape: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """Noise of shape (len(ids), len(timesteps), *shape): one seeded generator per (id, t)."""
+    out = torch.empty(len(ids), len(timesteps), *shape)
+    gen = torch.Generator()
+    for i, image_id in enumerate(ids):
+        for j, t in enumerate(timesteps):
+            gen.manual_seed(noise_seed(seed, image_id, t))
+            out[i, j] = torch.randn(*shape, generator=gen)
+    return out
+
+
+def check_timesteps(timesteps: Iterable[int], num_train_timesteps: int) -> torch.Tensor:
+    ts = torch.as_tensor(list(timesteps) if not torch.is_tensor(timesteps) else timesteps).long().flatten()
+    if ts.numel() == 0:
+        raise ValueError("empty timestep grid")
+    if int(ts.min()) < 0 or int(ts.max()) >= num_train_timesteps:
+        raise ValueError(f"timesteps must lie in [0, {num_train_timesteps}), got [{int(ts.min())}, {int(ts.max())}]")
+    return ts
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _noised(acp: torch.Tensor, x0, eps, t):
+    a = acp[t].view(-1, *([1] * (x0.ndim - 1)))
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+
+def _loss_only(unet, acp, x0, eps, t):
+    with torch.no_grad():
+        pred = unet(_noised(acp, x0, eps, t), t).sample
+        return {"loss": (pred - eps).pow(2).flatten(1).sum(1)}
+
+
+def _loss_and_grad_x(unet, acp, x0, eps, t):
+    x0 = x0.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = (unet(_noised(acp, x0, eps, t), t).sample - eps).pow(2).flatten(1).sum(1)
+        # samples do not interact in the UNet (GroupNorm is per sample), so the
+        # gradient of the summed loss holds every sample's own gradient
+        (gx,) = torch.autograd.grad(loss.sum(), x0)
+    return {"loss": loss.detach(), "grad_x": gx.pow(2).flatten(1).sum(1)}
+
+
+@contextmanager
+def _vmappable_attention(unet):
+    """Swap fused attention (no vmap batching rule on CPU) for the plain, equal-valued processor."""
+    saved = {m: m.processor for m in unet.modules() if isinstance(m, Attention)}
+    for m in saved:
+        m.set_processor(AttnProcessor())
+    try:
+        yield unet
+    finally:
+        for m, proc in saved.items():
+            m.set_processor(proc)
+
+
+def _all_features(unet, acp, x0, eps, t):
+    params = {k: v.detach() for k, v in unet.named_parameters()}
+    buffers = {k: v.detach() for k, v in unet.named_buffers()}
+
+    def one(p, x, e, tt, a):
+        xt = a.sqrt() * x + (1 - a).sqrt() * e
+        pred = functional_call(unet, (p, buffers), (xt[None], tt[None])).sample[0]
+        loss = (pred - e).pow(2).sum()
+        return loss, loss
+
+    with _vmappable_attention(unet):
+        grads, loss = vmap(grad(one, argnums=(0, 1), has_aux=True), in_dims=(None, 0, 0, 0, 0))(
+            params, x0, eps, t, acp[t])
+    g_theta, g_x = grads
+    sq_theta = sum(g.pow(2).flatten(1).sum(1) for g in g_theta.values())
+    return {"loss": loss.detach(), "grad_x": g_x.pow(2).flatten(1).sum(1), "grad_theta": sq_theta}
+
+
+def _kernel_for(features: Sequence[str]):
+    if "grad_theta" in features:
+        return _all_features
+    if "grad_x" in features:
+        return _loss_and_grad_x
+    return _loss_only
+
+
+def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noise: torch.Tensor | None = None,
+                        seed: int = 0, ids: Sequence[int] | None = None, features: Sequence[str] = FEATURES,
+                        batch_size: int = 64, device: str | torch.device | None = None,
+                        progress: bool = False) -> dict[str, torch.Tensor]:
+    """Per-sample, per-timestep trajectory features.
+
+    Returns a dict mapping each name in ``features`` to a float32 CPU tensor of
+    shape (N, len(timesteps)).  ``ids`` (default ``0..N-1``) are the stable
+    image ids that seed the noise when ``noise`` is not given; pass the
+    dataset ids when features of a subset must equal those of the whole.
+    ``batch_size`` counts (image, timestep) rows.  The model is moved to
+    ``device`` (default: CUDA when present, else CPU) and left in eval mode.
+    """
+    check_images(images)
+    unknown = set(features) - set(FEATURES)
+    if unknown or not features:
+        raise ValueError(f"unknown feature(s) {sorted(unknown)}; choose from {FEATURES}")
+    ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
+    n, n_t = len(images), len(ts)
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} images")
+    if noise is not None and tuple(noise.shape) != (n, n_t, *images.shape[1:]):
+        raise ValueError(f"noise must have shape (N, T, C, H, W) = {(n, n_t, *images.shape[1:])}, "
+                         f"got {tuple(noise.shape)}")
+    device = torch.device(device) if device is not None else default_device()
+    unet.to(device).eval()
+    dtype = next(unet.parameters()).dtype
+    acp = scheduler.alphas_cumprod.to(device=device, dtype=dtype)
+    kernel = _kernel_for(features)
+    out = {f: torch.empty(n * n_t) for f in features}
+    for start in tqdm(range(0, n * n_t, batch_size), desc="trajectory features", disable=not progress):
+        rows = torch.arange(start, min(start + batch_size, n * n_t))
+        i, j = rows // n_t, rows % n_t
+        if noise is None:
+            eps = torch.stack([seeded_noise([ids[a]], [int(ts[b])], images.shape[1:], seed)[0, 0]
+                               for a, b in zip(i.tolist(), j.tolist())])
+        else:
+            eps = noise[i, j]
+        x0 = images[i].to(device=device, dtype=dtype)
+        res = kernel(unet, acp, x0, eps.to(device=device, dtype=dtype), ts[j].to(device))
+        for f in features:
+            out[f][rows] = res[f].detach().float().cpu()
+    return {f: v.view(n, n_t) for f, v in out.items()}
+
+
+def reference_features(unet, scheduler, images: torch.Tensor, timesteps, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same three features by a plain per-sample, per-timestep loop (batch size 1).
+
+    Independent of the vectorised kernel (autograd on the module, no
+    torch.func); run it on a float64 copy of the model for a reference.
+    """
+    ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
+    dtype = next(unet.parameters()).dtype
+    acp = scheduler.alphas_cumprod.to(dtype)
+    params = [p.requires_grad_(True) for p in unet.parameters()]
+    out = {f: torch.empty(len(images), len(ts), dtype=dtype) for f in FEATURES}
+    for i in range(len(images)):
+        for j, t in enumerate(ts.tolist()):
+            x0 = images[i:i + 1].to(dtype).clone().requires_grad_(True)
+            eps = noise[i, j][None].to(dtype)
+            xt = acp[t].sqrt() * x0 + (1 - acp[t]).sqrt() * eps
+            loss = (unet(xt, torch.tensor([t])).sample - eps).pow(2).sum()
+            grads = torch.autograd.grad(loss, [x0, *params], allow_unused=True)
+            out["loss"][i, j] = loss.detach()
+            out["grad_x"][i, j] = grads[0].pow(2).sum()
+            out["grad_theta"][i, j] = sum(g.pow(2).sum() for g in grads[1:] if g is not None)
+    return out

@@ -1,0 +1,17 @@
+"""Test-wide settings: caches and outputs go to a temporary folder, one thread per process."""
+import os
+import tempfile
+
+import pytest
+
+_TMP = tempfile.mkdtemp(prefix="provlib-tests-")
+# set before any notebook kernel starts (nbval kernels inherit the environment)
+os.environ.setdefault("PROVLIB_CACHE_DIR", os.path.join(_TMP, "cache"))
+os.environ.setdefault("PROVLIB_OUTPUT_DIR", os.path.join(_TMP, "out"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+    torch.set_num_threads(1)
