@@ -145,30 +145,37 @@ def _source_of(params: dict, split: str) -> str:
     return "generated" if split == "generated" else manifest(params).datasets[split]
 
 
-def features(params: dict, split: str, *, chunk: int = 250, progress: bool = True) -> dict[str, torch.Tensor]:
+def features(params: dict, split: str, *, chunk: int = 250, shard: tuple[int, int] | None = None,
+             device=None, progress: bool = True) -> dict[str, torch.Tensor] | None:
     """Trajectory features of one split on the profile's grid: {name: (N, T)}.
 
     Computed in chunks of ``chunk`` images, each cached atomically under a key
     of (model, source, image ids, grid, seed): an interrupted run resumes at
-    the first missing chunk, and chunks do not depend on each other.
+    the first missing chunk, and chunks do not depend on each other.  With
+    ``shard=(rank, world_size)`` only every world_size-th chunk from ``rank``
+    is computed and nothing is returned (see :mod:`provlib.extract`).
     """
     sets = all_sets(params, progress=progress) if split == "generated" else image_sets(params)
     if split not in sets:
         raise ValueError(f"unknown split {split!r}; choose from {sorted(sets) + ['generated']}")
     images, grid = sets[split], timestep_grid(params)
     seed = _stream_seed(params["seed"], _source_of(params, split))
+    starts = list(range(0, len(images), chunk))
+    mine = starts if shard is None else starts[shard[0]::shard[1]]
     parts = []
-    for start in tqdm(range(0, len(images), chunk), desc=f"features {split}", disable=not progress):
+    for start in tqdm(mine, desc=f"features {split}", disable=not progress):
         part = images.subset(np.arange(start, min(start + chunk, len(images))))
         cfg = {"model": model_config(params), "source": _source_of(params, split), "grid": grid.tolist(),
                "seed": seed, "ids_sha256": hashlib.sha256(part.ids.tobytes()).hexdigest(), "features": FEATURES}
-        parts.append(cached_tensors("features", cfg, lambda: _compute(params, part, grid, seed)))
+        parts.append(cached_tensors("features", cfg, lambda: _compute(params, part, grid, seed, device)))
+    if shard is not None:
+        return None
     return {f: torch.cat([p[f] for p in parts]) for f in FEATURES}
 
 
-def _compute(params: dict, part: ImageSet, grid: np.ndarray, seed: int) -> dict[str, torch.Tensor]:
+def _compute(params: dict, part: ImageSet, grid: np.ndarray, seed: int, device=None) -> dict[str, torch.Tensor]:
     unet, scheduler = target_model(params, progress=False)
-    return trajectory_features(unet, scheduler, part.images, grid, seed=seed, ids=part.ids)
+    return trajectory_features(unet, scheduler, part.images, grid, seed=seed, ids=part.ids, device=device)
 
 
 def train_mask(n: int, frac: float, seed: int, stream: str) -> np.ndarray:

@@ -25,8 +25,10 @@ from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
 from .data import check_images
+from .persample import PerSampleGradNorms
 
 FEATURES = ("loss", "grad_x", "grad_theta")
+METHODS = ("hooks", "func")
 _MASK64 = (1 << 64) - 1
 
 
@@ -118,9 +120,18 @@ def _all_features(unet, acp, x0, eps, t):
     return {"loss": loss.detach(), "grad_x": g_x.pow(2).flatten(1).sum(1), "grad_theta": sq_theta}
 
 
-def _kernel_for(features: Sequence[str]):
+def _all_features_hooks(unet, acp, x0, eps, t):
+    """All three features from one forward and one backward (per-sample norms from layer hooks)."""
+    x0 = x0.detach().requires_grad_(True)
+    with torch.enable_grad(), PerSampleGradNorms(unet) as norms:
+        loss = (unet(_noised(acp, x0, eps, t), t).sample - eps).pow(2).flatten(1).sum(1)
+        gx = torch.autograd.grad(loss.sum(), [x0, *norms.leaves])[0]
+    return {"loss": loss.detach(), "grad_x": gx.pow(2).flatten(1).sum(1), "grad_theta": norms.total}
+
+
+def _kernel_for(features: Sequence[str], method: str):
     if "grad_theta" in features:
-        return _all_features
+        return _all_features_hooks if method == "hooks" else _all_features
     if "grad_x" in features:
         return _loss_and_grad_x
     return _loss_only
@@ -129,7 +140,7 @@ def _kernel_for(features: Sequence[str]):
 def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noise: torch.Tensor | None = None,
                         seed: int = 0, ids: Sequence[int] | None = None, features: Sequence[str] = FEATURES,
                         batch_size: int = 64, device: str | torch.device | None = None,
-                        progress: bool = False) -> dict[str, torch.Tensor]:
+                        method: str = "hooks", progress: bool = False) -> dict[str, torch.Tensor]:
     """Per-sample, per-timestep trajectory features.
 
     Returns a dict mapping each name in ``features`` to a float32 CPU tensor of
@@ -138,7 +149,12 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
     dataset ids when features of a subset must equal those of the whole.
     ``batch_size`` counts (image, timestep) rows.  The model is moved to
     ``device`` (default: CUDA when present, else CPU) and left in eval mode.
+    ``method`` picks how ||grad_theta||^2 is computed: ``"hooks"`` (one
+    backward, per-layer norms, see :mod:`provlib.persample`) or ``"func"``
+    (``torch.func.vmap`` of per-sample gradients, any architecture).
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     check_images(images)
     unknown = set(features) - set(FEATURES)
     if unknown or not features:
@@ -155,7 +171,7 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
     unet.to(device).eval()
     dtype = next(unet.parameters()).dtype
     acp = scheduler.alphas_cumprod.to(device=device, dtype=dtype)
-    kernel = _kernel_for(features)
+    kernel = _kernel_for(features, method)
     out = {f: torch.empty(n * n_t) for f in features}
     for start in tqdm(range(0, n * n_t, batch_size), desc="trajectory features", disable=not progress):
         rows = torch.arange(start, min(start + batch_size, n * n_t))

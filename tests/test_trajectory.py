@@ -81,3 +81,39 @@ def test_bad_arguments_are_named(model, images):
         trajectory_features(unet, sched, images, [1, 2], noise=torch.zeros(len(images), 1, 1, 8, 8))
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         trajectory_features(unet, sched, images * 255, [1])
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_hook_and_func_kernels_agree(model, images, requires_grad):
+    unet, sched = model
+    unet.requires_grad_(requires_grad)
+    try:
+        h = trajectory_features(unet, sched, images, TIMESTEPS, seed=1, method="hooks")
+        f = trajectory_features(unet, sched, images, TIMESTEPS, seed=1, method="func")
+    finally:
+        unet.requires_grad_(False)
+    for k in FEATURES:
+        torch.testing.assert_close(h[k], f[k], rtol=1e-4, atol=1e-6)
+
+
+def test_unsupported_layers_are_refused_by_the_hook_kernel():
+    from provlib.persample import PerSampleGradNorms
+    with pytest.raises(NotImplementedError, match="BatchNorm"):
+        PerSampleGradNorms(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)))
+
+
+@pytest.mark.parametrize("c_in, c_out, size, kernel, stride", [
+    (3, 5, 8, 3, 1), (130, 4, 8, 3, 1), (6, 1, 8, 3, 1), (4, 6, 8, 1, 1), (4, 6, 9, 3, 2)])
+def test_per_sample_conv_norms_match_autograd(c_in, c_out, size, kernel, stride):
+    """Every route of the conv rule (grouped, shifted, 1x1) against per-sample autograd in float64."""
+    from provlib.persample import PerSampleGradNorms
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2).double()
+    x = torch.randn(3, c_in, size, size, dtype=torch.double, requires_grad=True)
+    with PerSampleGradNorms(conv) as norms:
+        loss = conv(x).pow(2).flatten(1).sum(1)
+        torch.autograd.grad(loss.sum(), [x, *norms.leaves])
+    for i in range(3):
+        grads = torch.autograd.grad(conv(x[i:i + 1]).pow(2).sum(), list(conv.parameters()))
+        expected = sum(g.pow(2).sum() for g in grads)
+        torch.testing.assert_close(norms.total[i], expected, rtol=1e-10, atol=0)

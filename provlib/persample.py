@@ -1,0 +1,158 @@
+"""Per-sample parameter-gradient norms from one ordinary backward pass.
+
+For a batch whose samples do not interact (the UNet's GroupNorm is per
+sample), the gradient of the summed loss w.r.t. a layer's output holds every
+sample's own output gradient g_i.  With the layer's input a_i (kept by a
+forward hook), each sample's weight gradient is a small product of the two,
+and only its squared norm is kept:
+
+- Linear   dW_i = g_i^T a_i                 (a_i: (L, in), g_i: (L, out))
+- Conv2d   dW_i = the weight gradient of a convolution with one group per
+           sample (one grouped convolution_backward for the batch), or, where
+           cheaper, a batched matmul per kernel offset; 1x1 convolutions are
+           linear layers over positions
+- GroupNorm dgamma_i = sum_hw g_i * xhat_i,  dbeta_i = sum_hw g_i
+
+and each bias gradient is g_i summed over positions.  Where it is cheaper,
+the squared norm of g_i^T a_i is taken with the "ghost norm" identity
+||g^T a||^2 = sum_{p,q} (a_p . a_q)(g_p . g_q), which never forms dW_i.
+No per-sample gradient of the whole model is ever materialised.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm)
+
+
+def _sq(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared norm of a (B, ...) tensor."""
+    return x.flatten(1).pow(2).sum(1)
+
+
+def _matmul_sq_norm(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||g_i^T a_i||_F^2 for a: (B, L, k), g: (B, L, m), by the cheaper of two routes."""
+    L, k, m = a.shape[1], a.shape[2], g.shape[2]
+    if L == 1:
+        return _sq(a) * _sq(g)
+    if L * L * (k + m) < L * k * m:  # ghost norm: Gram matrices over positions
+        return (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).flatten(1).sum(1)
+    return _sq(torch.bmm(g.transpose(1, 2), a))
+
+
+def _linear(module: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    a3, g3 = a.reshape(a.shape[0], -1, a.shape[-1]), g.reshape(g.shape[0], -1, g.shape[-1])
+    out = _matmul_sq_norm(a3, g3)
+    if module.bias is not None:
+        out = out + _sq(g3.sum(1))
+    return out
+
+
+def _conv2d(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+        raise NotImplementedError(f"per-sample norms for {module} (groups, padding mode) are not implemented")
+    if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding == (0, 0):
+        out = _matmul_sq_norm(a.flatten(2).transpose(1, 2), g.flatten(2).transpose(1, 2))
+    elif _same_padding(module) and (g.shape[1] == 1 or (g.shape[2] * g.shape[3] <= 64 and a.shape[1] >= 128)):
+        out = _conv_shifted(module, a, g)
+    else:
+        out = _conv_grouped(module, a, g)
+    if module.bias is not None:
+        out = out + _sq(g.sum((2, 3)))
+    return out
+
+
+def _same_padding(module: nn.Conv2d) -> bool:
+    kh, kw = module.kernel_size
+    return module.stride == (1, 1) and module.dilation == (1, 1) and module.padding == (kh // 2, kw // 2) \
+        and kh % 2 == 1 and kw % 2 == 1
+
+
+def _conv_grouped(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """All per-sample weight gradients as one weight-gradient convolution with a group per sample."""
+    b, c_in, c_out = a.shape[0], a.shape[1], g.shape[1]
+    weight = module.weight.detach().repeat(b, 1, 1, 1)          # only its shape matters
+    dw = torch.ops.aten.convolution_backward(
+        g.reshape(1, b * c_out, *g.shape[2:]), a.reshape(1, b * c_in, *a.shape[2:]), weight, None,
+        list(module.stride), list(module.padding), list(module.dilation), False, [0, 0], b,
+        [False, True, False])[1]
+    return dw.reshape(b, -1).pow(2).sum(1)
+
+
+def _conv_shifted(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients one kernel offset at a time: a batched matmul per offset.
+
+    Faster than the grouped convolution where the image is small and the channels many
+    (8x8 maps with >= 128 input channels on a CPU: see benchmarks/NOTES.md).
+    """
+    (kh, kw), (h, w) = module.kernel_size, g.shape[2:]
+    ap = F.pad(a, (kw // 2, kw // 2, kh // 2, kh // 2))
+    g2 = g.flatten(2)                                                    # (B, Cout, L)
+    out = 0
+    for i in range(kh):
+        for j in range(kw):
+            shifted = ap[:, :, i:i + h, j:j + w].reshape(a.shape[0], a.shape[1], h * w)
+            out = out + _sq(torch.bmm(g2, shifted.transpose(1, 2)))
+    return out
+
+
+def _group_norm(module: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros(a.shape[0], dtype=a.dtype, device=a.device)
+    dims = tuple(range(2, a.ndim))
+    if module.weight is not None:
+        xhat = F.group_norm(a, module.num_groups, eps=module.eps)
+        out = out + _sq((g * xhat).sum(dims))
+    if module.bias is not None:
+        out = out + _sq(g.sum(dims))
+    return out
+
+
+_RULES = {nn.Linear: _linear, nn.Conv2d: _conv2d, nn.GroupNorm: _group_norm}
+
+
+class PerSampleGradNorms:
+    """Context manager: ``total`` holds sum over all parameters of ||dL_i/dtheta||^2 after a backward.
+
+    The backward must reach ``leaves`` as well as the input, e.g.
+    ``torch.autograd.grad(loss.sum(), [x, *norms.leaves])``.
+
+    Every module holding parameters must be a Linear, Conv2d or GroupNorm used
+    once per forward pass; anything else raises NotImplementedError (use the
+    ``torch.func`` kernel then).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.modules = [m for m in model.modules() if any(p is not None for p in m.parameters(recurse=False))]
+        unsupported = {type(m).__name__ for m in self.modules if type(m) not in _RULES}
+        if unsupported:
+            raise NotImplementedError(f"per-sample gradient norms not implemented for {sorted(unsupported)}")
+        self.total: torch.Tensor | None = None
+        self.leaves: list[torch.Tensor] = []  # differentiate w.r.t. these too, see _forward_hook
+        self._handles, self._seen = [], set()
+
+    def __enter__(self) -> "PerSampleGradNorms":
+        self._handles = [m.register_forward_hook(self._forward_hook) for m in self.modules]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _forward_hook(self, module, inputs, output) -> None:
+        if module in self._seen:
+            raise NotImplementedError(f"{type(module).__name__} is called twice in one forward pass")
+        self._seen.add(module)
+        a = inputs[0].detach()
+        if not inputs[0].requires_grad:
+            # the input does not depend on the image (e.g. the timestep embedding): make the output
+            # a leaf, so that a backward asked to reach ``leaves`` passes through this layer
+            output = output.detach().requires_grad_(True)
+            self.leaves.append(output)
+        output.register_hook(lambda g, m=module, a=a: self._add(_RULES[type(m)](m, a, g.detach())))
+        return output
+
+    def _add(self, sq: torch.Tensor) -> None:
+        self.total = sq if self.total is None else self.total + sq
