@@ -8,8 +8,9 @@ and only its squared norm is kept:
 
 - Linear   dW_i = g_i^T a_i                 (a_i: (L, in), g_i: (L, out))
 - Conv2d   dW_i = the weight gradient of a convolution with one group per
-           sample (one grouped convolution_backward for the batch), or, where
-           cheaper, a batched matmul per kernel offset; 1x1 convolutions are
+           sample (one grouped convolution_backward for the batch); on small
+           maps the ghost norm below, from Gram matrices; with very few output
+           channels a batched matmul per kernel offset; 1x1 convolutions are
            linear layers over positions
 - GroupNorm dgamma_i = sum_hw g_i * xhat_i,  dbeta_i = sum_hw g_i
 
@@ -29,7 +30,7 @@ SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm)
 
 def _sq(x: torch.Tensor) -> torch.Tensor:
     """Per-sample squared norm of a (B, ...) tensor."""
-    return x.flatten(1).pow(2).sum(1)
+    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1).square()
 
 
 def _matmul_sq_norm(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -55,8 +56,10 @@ def _conv2d(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor
         raise NotImplementedError(f"per-sample norms for {module} (groups, padding mode) are not implemented")
     if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding == (0, 0):
         out = _matmul_sq_norm(a.flatten(2).transpose(1, 2), g.flatten(2).transpose(1, 2))
-    elif _same_padding(module) and (g.shape[1] == 1 or (g.shape[2] * g.shape[3] <= 64 and a.shape[1] >= 128)):
+    elif _same_padding(module) and g.shape[1] <= 4:
         out = _conv_shifted(module, a, g)
+    elif _same_padding(module) and _ghost_cost(module, a, g) < _direct_cost(module, a, g):
+        out = _conv_ghost(module, a, g)
     else:
         out = _conv_grouped(module, a, g)
     if module.bias is not None:
@@ -70,22 +73,53 @@ def _same_padding(module: nn.Conv2d) -> bool:
         and kh % 2 == 1 and kw % 2 == 1
 
 
+def _direct_cost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> int:
+    """Multiply-adds per sample to form dW_i: positions x Cout x Cin x kernel area."""
+    kh, kw = module.kernel_size
+    return g.shape[2] * g.shape[3] * g.shape[1] * a.shape[1] * kh * kw
+
+
+def _ghost_cost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> int:
+    """Multiply-adds per sample of the ghost norm: Gram of the padded input, of g, and the shifted sums."""
+    kh, kw = module.kernel_size
+    padded = (a.shape[2] + kh - 1) * (a.shape[3] + kw - 1)
+    positions = g.shape[2] * g.shape[3]
+    return padded ** 2 * a.shape[1] + positions ** 2 * (g.shape[1] + kh * kw)
+
+
+def _conv_ghost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """||dW_i||^2 = sum_{p,q} <patch_p, patch_q> <g_p, g_q>, without forming patches or dW_i.
+
+    The patch Gram matrix is a sum of shifted blocks of the padded input's Gram
+    matrix: <patch_(i,j), patch_(i',j')> = sum_(di,dj) <x_(i+di,j+dj), x_(i'+di,j'+dj)>.
+    Cheaper than forming dW_i on small maps (8x8) with many channels.
+    """
+    (kh, kw), (b, _, h, w) = module.kernel_size, g.shape
+    ap = F.pad(a, (kw // 2, kw // 2, kh // 2, kh // 2))
+    hp, wp = ap.shape[2:]
+    x = ap.flatten(2)                                                    # (B, Cin, Lp)
+    gram = torch.bmm(x.transpose(1, 2), x).view(b, hp, wp, hp, wp)
+    patches = sum(gram[:, i:i + h, j:j + w, i:i + h, j:j + w] for i in range(kh) for j in range(kw))
+    g2 = g.flatten(2)                                                    # (B, Cout, L)
+    return (patches.reshape(b, h * w, h * w) * torch.bmm(g2.transpose(1, 2), g2)).flatten(1).sum(1)
+
+
 def _conv_grouped(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """All per-sample weight gradients as one weight-gradient convolution with a group per sample."""
     b, c_in, c_out = a.shape[0], a.shape[1], g.shape[1]
-    weight = module.weight.detach().repeat(b, 1, 1, 1)          # only its shape matters
+    weight = module.weight.new_empty((b * c_out, *module.weight.shape[1:]))  # only its shape is read
     dw = torch.ops.aten.convolution_backward(
         g.reshape(1, b * c_out, *g.shape[2:]), a.reshape(1, b * c_in, *a.shape[2:]), weight, None,
         list(module.stride), list(module.padding), list(module.dilation), False, [0, 0], b,
         [False, True, False])[1]
-    return dw.reshape(b, -1).pow(2).sum(1)
+    return _sq(dw.reshape(b, -1))
 
 
 def _conv_shifted(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Per-sample weight gradients one kernel offset at a time: a batched matmul per offset.
 
-    Faster than the grouped convolution where the image is small and the channels many
-    (8x8 maps with >= 128 input channels on a CPU: see benchmarks/NOTES.md).
+    Faster than the grouped convolution when the output has very few channels (the
+    UNet's last layer): see benchmarks/NOTES.md.
     """
     (kh, kw), (h, w) = module.kernel_size, g.shape[2:]
     ap = F.pad(a, (kw // 2, kw // 2, kh // 2, kh // 2))

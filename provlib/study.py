@@ -88,7 +88,7 @@ def target_model(params: dict, *, retrain: bool = False, progress: bool = True):
         unet, scheduler, history = train_ddpm(members.images, train_config(params),
                                               checkpoint=d / "train_state.pt", progress=progress)
         info = {"config": cfg, "loss_history": history,
-                "command": f"python -m provlib.train --profile {params['profile']}"}
+                "command": f"python -m provlib.train --profile {params['profile']} --retrain --embed"}
         tmp = d / "model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         save_model(unet, scheduler, tmp, info)

@@ -103,9 +103,14 @@ def test_unsupported_layers_are_refused_by_the_hook_kernel():
 
 
 @pytest.mark.parametrize("c_in, c_out, size, kernel, stride", [
-    (3, 5, 8, 3, 1), (130, 4, 8, 3, 1), (6, 1, 8, 3, 1), (4, 6, 8, 1, 1), (4, 6, 9, 3, 2)])
+    (3, 5, 8, 3, 1),     # grouped
+    (64, 64, 4, 3, 1),   # ghost norm
+    (6, 1, 8, 3, 1),     # shifted
+    (4, 6, 8, 1, 1),     # 1x1 as linear
+    (4, 6, 9, 3, 2)])    # strided: grouped
 def test_per_sample_conv_norms_match_autograd(c_in, c_out, size, kernel, stride):
-    """Every route of the conv rule (grouped, shifted, 1x1) against per-sample autograd in float64."""
+    """Every route of the conv rule against per-sample autograd in float64."""
+    from provlib import persample
     from provlib.persample import PerSampleGradNorms
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2).double()
@@ -117,3 +122,6 @@ def test_per_sample_conv_norms_match_autograd(c_in, c_out, size, kernel, stride)
         grads = torch.autograd.grad(conv(x[i:i + 1]).pow(2).sum(), list(conv.parameters()))
         expected = sum(g.pow(2).sum() for g in grads)
         torch.testing.assert_close(norms.total[i], expected, rtol=1e-10, atol=0)
+    if (c_in, size) == (64, 4):
+        x4 = x.detach()
+        assert persample._ghost_cost(conv, x4, conv(x4)) < persample._direct_cost(conv, x4, conv(x4))
