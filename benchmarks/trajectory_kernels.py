@@ -6,8 +6,8 @@
 Prints one table per (model, device): time per sample-timestep (median of
 ``--repeats`` timed runs after warm-up, the variants interleaved round-robin so
 that they share the machine's state), its ratio to the forward-only floor,
-and the peak memory of each variant (measured in a fresh subprocess on CPU:
-max RSS above the loaded model; on CUDA: max allocated).
+and the peak memory of each variant (on CPU: resident memory above the loaded
+model, sampled every millisecond in a fresh subprocess; on CUDA: max allocated).
 
 Variants: (a) forward only, no grad (the floor); (b) loss; (c) loss + grad_x;
 (d) all three features, one backward with per-layer per-sample norms
@@ -23,6 +23,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -117,11 +118,27 @@ def peak_memory(model: str, device: str, batch: int, variant: str) -> float:
     return float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
 
 
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
 def _memory_child(model: str, device: str, batch: int, variant: str) -> None:
+    """Peak resident memory above the loaded model, sampled every millisecond while ``variant`` runs."""
     unet, sched, images, ts, noise = setup(model, device, batch)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base, peak, done = _rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     run_variant(variant, unet, sched, images, ts, noise, device)
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    done.set()
+    sampler.join()
+    print(max(0, peak[0] - base) / 2**20)
 
 
 def table(model: str, device: str, batch: int, repeats: int, variants) -> str:

@@ -99,7 +99,8 @@ def _conv_ghost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Te
     hp, wp = ap.shape[2:]
     x = ap.flatten(2)                                                    # (B, Cin, Lp)
     gram = torch.bmm(x.transpose(1, 2), x).view(b, hp, wp, hp, wp)
-    patches = sum(gram[:, i:i + h, j:j + w, i:i + h, j:j + w] for i in range(kh) for j in range(kw))
+    rows = sum(gram[:, :, j:j + w, :, j:j + w] for j in range(kw))          # shifts along width first,
+    patches = sum(rows[:, i:i + h, :, i:i + h, :] for i in range(kh))       # then along height
     g2 = g.flatten(2)                                                    # (B, Cout, L)
     return (patches.reshape(b, h * w, h * w) * torch.bmm(g2.transpose(1, 2), g2)).flatten(1).sum(1)
 

@@ -7,27 +7,22 @@ profile, seed and package versions that produced it.
 """
 from __future__ import annotations
 
-import importlib.metadata as md
 import platform
 
 import matplotlib
 import pandas as pd
 
 from . import paths
+from .batch import package_versions
 from .io import _atomic, atomic_write_text
 
 PACKAGES = ("provlib", "torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "papermill")
 
 
 def versions() -> dict[str, str]:
-    """Python and key package versions."""
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    """Python and the versions of the key packages (the batch index lists them all)."""
+    installed = package_versions()
+    return {"python": platform.python_version(), **{k: installed.get(k) or "not installed" for k in PACKAGES}}
 
 
 def provenance(params: dict) -> str:

@@ -9,6 +9,8 @@ _TMP = tempfile.mkdtemp(prefix="provlib-tests-")
 os.environ.setdefault("PROVLIB_CACHE_DIR", os.path.join(_TMP, "cache"))
 os.environ.setdefault("PROVLIB_OUTPUT_DIR", os.path.join(_TMP, "out"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# one thread everywhere, notebook kernels included: the same float rounding as the committed outputs
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
