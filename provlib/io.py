@@ -18,7 +18,7 @@ import torch
 from . import paths
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -34,15 +34,11 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    return _atomic(path, lambda p: p.write_text(text))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    return _atomic(path, lambda p: p.write_bytes(data))
+    return atomic_write(path, lambda p: p.write_text(text))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
-    return _atomic(path, lambda p: torch.save(obj, p))
+    return atomic_write(path, lambda p: torch.save(obj, p))
 
 
 def torch_load(path: Path) -> Any:

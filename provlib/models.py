@@ -185,8 +185,3 @@ def _load_unet(directory: Path) -> UNet2DModel:
         return UNet2DModel.from_pretrained(directory)
     except Exception as err:
         raise ValueError(f"corrupt or incompatible checkpoint in {directory}: {err}") from err
-
-
-def count_parameters(unet: torch.nn.Module) -> int:
-    return sum(p.numel() for p in unet.parameters())
-

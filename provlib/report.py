@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import paths
 from .batch import package_versions
-from .io import _atomic, atomic_write_text
+from .io import atomic_write, atomic_write_text
 
 PACKAGES = ("provlib", "torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "papermill")
 
@@ -36,7 +36,7 @@ def save_figure(fig: "matplotlib.figure.Figure", params: dict, name: str) -> lis
     out = []
     for ext in ("png", "pdf"):
         path = paths.figures_dir(params["profile"]) / f"{name}.{ext}"
-        _atomic(path, lambda p, ext=ext: fig.savefig(p, format=ext, dpi=150, bbox_inches="tight",
+        atomic_write(path, lambda p, ext=ext: fig.savefig(p, format=ext, dpi=150, bbox_inches="tight",
                                                      metadata=_figure_metadata(ext)))
         out.append(path)
     return out

@@ -102,9 +102,6 @@ def _recorded_config(model_dir: Path) -> dict | None:
     return json.loads(f.read_text())["config"] if f.exists() else None
 
 
-def member_ids(params: dict) -> np.ndarray:
-    return manifest(params).indices["member"]
-
 
 # ----------------------------------------------------------------------------- generated set and features
 
