@@ -73,16 +73,20 @@ def _noised(acp: torch.Tensor, x0, eps, t):
     return a.sqrt() * x0 + (1 - a).sqrt() * eps
 
 
+def _loss(unet, acp, x0, eps, t) -> torch.Tensor:
+    """Per-sample L_t = ||eps_theta(x_t, t) - eps||^2, summed over pixels."""
+    return (unet(_noised(acp, x0, eps, t), t).sample - eps).pow(2).flatten(1).sum(1)
+
+
 def _loss_only(unet, acp, x0, eps, t):
     with torch.no_grad():
-        pred = unet(_noised(acp, x0, eps, t), t).sample
-        return {"loss": (pred - eps).pow(2).flatten(1).sum(1)}
+        return {"loss": _loss(unet, acp, x0, eps, t)}
 
 
 def _loss_and_grad_x(unet, acp, x0, eps, t):
     x0 = x0.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = (unet(_noised(acp, x0, eps, t), t).sample - eps).pow(2).flatten(1).sum(1)
+        loss = _loss(unet, acp, x0, eps, t)
         # samples do not interact in the UNet (GroupNorm is per sample), so the
         # gradient of the summed loss holds every sample's own gradient
         (gx,) = torch.autograd.grad(loss.sum(), x0)
@@ -124,7 +128,7 @@ def _all_features_hooks(unet, acp, x0, eps, t):
     """All three features from one forward and one backward (per-sample norms from layer hooks)."""
     x0 = x0.detach().requires_grad_(True)
     with torch.enable_grad(), PerSampleGradNorms(unet) as norms:
-        loss = (unet(_noised(acp, x0, eps, t), t).sample - eps).pow(2).flatten(1).sum(1)
+        loss = _loss(unet, acp, x0, eps, t)
         gx = torch.autograd.grad(loss.sum(), [x0, *norms.leaves])[0]
     return {"loss": loss.detach(), "grad_x": gx.pow(2).flatten(1).sum(1), "grad_theta": norms.total}
 
