@@ -156,23 +156,27 @@ def features(params: dict, split: str, *, chunk: int = 250, shard: tuple[int, in
     if split not in sets:
         raise ValueError(f"unknown split {split!r}; choose from {sorted(sets) + ['generated']}")
     images, grid = sets[split], timestep_grid(params)
-    seed = _stream_seed(params["seed"], _source_of(params, split))
+    source = _source_of(params, split)
+    seed = _stream_seed(params["seed"], source)
+    base = {"model": model_config(params), "source": source, "grid": grid.tolist(), "seed": seed,
+            "features": FEATURES}
+    model = []  # loaded on the first chunk missing from the cache, then reused
+
+    def compute(part: ImageSet) -> dict[str, torch.Tensor]:
+        if not model:
+            model.extend(target_model(params, progress=False))
+        return trajectory_features(*model, part.images, grid, seed=seed, ids=part.ids, device=device)
+
     starts = list(range(0, len(images), chunk))
     mine = starts if shard is None else starts[shard[0]::shard[1]]
     parts = []
     for start in tqdm(mine, desc=f"features {split}", disable=not progress):
         part = images.subset(np.arange(start, min(start + chunk, len(images))))
-        cfg = {"model": model_config(params), "source": _source_of(params, split), "grid": grid.tolist(),
-               "seed": seed, "ids_sha256": hashlib.sha256(part.ids.tobytes()).hexdigest(), "features": FEATURES}
-        parts.append(cached_tensors("features", cfg, lambda: _compute(params, part, grid, seed, device)))
+        cfg = {**base, "ids_sha256": hashlib.sha256(part.ids.tobytes()).hexdigest()}
+        parts.append(cached_tensors("features", cfg, lambda: compute(part)))
     if shard is not None:
         return None
     return {f: torch.cat([p[f] for p in parts]) for f in FEATURES}
-
-
-def _compute(params: dict, part: ImageSet, grid: np.ndarray, seed: int, device=None) -> dict[str, torch.Tensor]:
-    unet, scheduler = target_model(params, progress=False)
-    return trajectory_features(unet, scheduler, part.images, grid, seed=seed, ids=part.ids, device=device)
 
 
 def train_mask(n: int, frac: float, seed: int, stream: str) -> np.ndarray:
