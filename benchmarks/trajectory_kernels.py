@@ -4,9 +4,9 @@
     python benchmarks/trajectory_kernels.py --models embedded --devices cpu --repeats 7
 
 Prints one table per (model, device): time per sample-timestep (median of
-``--repeats`` timed runs after warm-up, the variants interleaved round-robin so
-that they share the machine's state), its ratio to the forward-only floor,
-and the peak memory of each variant (on CPU: resident memory above the loaded
+``--repeats`` timed rounds after warm-up; each round runs every variant back to
+back), its ratio to the forward-only floor (the median over rounds of the ratio
+within a round, with its quartiles), and the peak memory of each variant (on CPU: resident memory above the loaded
 model, sampled every millisecond in a fresh subprocess; on CUDA: max allocated).
 
 Variants: (a) forward only, no grad (the floor); (b) loss; (c) loss + grad_x;
@@ -92,6 +92,7 @@ def sync(device: str) -> None:
 
 
 def time_variants(model: str, device: str, batch: int, repeats: int, variants) -> dict:
+    """Seconds per sample-timestep of each variant, one entry per round (variants interleaved in each round)."""
     unet, sched, images, ts, noise = setup(model, device, batch)
     times = {v: [] for v in variants}
     for v in variants:  # warm-up
@@ -103,7 +104,18 @@ def time_variants(model: str, device: str, batch: int, repeats: int, variants) -
             n = run_variant(v, unet, sched, images, ts, noise, device)
             sync(device)
             times[v].append((time.perf_counter() - t0) / n)
-    return {v: statistics.median(t) for v, t in times.items()}
+    return times
+
+
+def ratio_stats(times: dict, variant: str, floor: str = "a_forward") -> tuple[float, float, float]:
+    """Median and quartiles over rounds of the per-round ratio variant / floor.
+
+    Each round runs every variant back to back, so a ratio taken within a round
+    cancels most of the machine's slow drifts; the quartiles show what is left.
+    """
+    r = sorted(v / f for v, f in zip(times[variant], times[floor]))
+    q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
+    return statistics.median(r), q[0], q[2]
 
 
 def peak_memory(model: str, device: str, batch: int, variant: str) -> float:
@@ -142,14 +154,17 @@ def _memory_child(model: str, device: str, batch: int, variant: str) -> None:
 
 
 def table(model: str, device: str, batch: int, repeats: int, variants) -> str:
-    med = time_variants(model, device, batch, repeats, variants)
-    floor = med["a_forward"]
-    rows = [f"### {model} on {device} (batch {batch}, {torch.get_num_threads()} threads, median of {repeats})",
-            "", "| variant | ms / sample-timestep | ratio to (a) | peak memory MiB |", "|---|---:|---:|---:|"]
+    times = time_variants(model, device, batch, repeats, variants)
+    rows = [f"### {model} on {device} (batch {batch}, {torch.get_num_threads()} threads, {repeats} rounds)",
+            "", "| variant | ms / sample-timestep | ratio to (a) | ratio quartiles | peak memory MiB |",
+            "|---|---:|---:|---:|---:|"]
     for v in variants:
-        rows.append(f"| {v} | {1e3 * med[v]:.3f} | {med[v] / floor:.2f} | {peak_memory(model, device, batch, v):.0f} |")
-    if "e_loop" in med and "d_all_hooks" in med:
-        rows.append(f"\nper-sample loop / hooks kernel: {med['e_loop'] / med['d_all_hooks']:.1f}x")
+        med, lo, hi = ratio_stats(times, v)
+        rows.append(f"| {v} | {1e3 * statistics.median(times[v]):.3f} | {med:.2f} | {lo:.2f}-{hi:.2f} "
+                    f"| {peak_memory(model, device, batch, v):.0f} |")
+    if "e_loop" in times and "d_all_hooks" in times:
+        med, lo, hi = ratio_stats(times, "e_loop", floor="d_all_hooks")
+        rows.append(f"\nper-sample loop / hooks kernel: {med:.1f}x (quartiles {lo:.1f}-{hi:.1f})")
     return "\n".join(rows)
 
 
@@ -158,7 +173,7 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     ap.add_argument("--batch", type=int, default=None, help="rows per batch (default: 64 embedded, 8 cifar10 on CPU)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=15, help="timed rounds")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--_memory", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

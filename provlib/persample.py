@@ -21,11 +21,17 @@ No per-sample gradient of the whole model is ever materialised.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm)
+# oneDNN's grouped weight-gradient convolution is fast up to 32 channels per group and
+# erratic above (2-6x a forward convolution): wider convolutions take the per-offset matmuls.
+GROUPED_MAX_CHANNELS = 32
 
 
 def _sq(x: torch.Tensor) -> torch.Tensor:
@@ -52,19 +58,27 @@ def _linear(module: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor
 
 
 def _conv2d(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
-        raise NotImplementedError(f"per-sample norms for {module} (groups, padding mode) are not implemented")
-    if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding == (0, 0):
+    route = conv_route(module, a, g)
+    if route == "1x1":
         out = _matmul_sq_norm(a.flatten(2).transpose(1, 2), g.flatten(2).transpose(1, 2))
-    elif _same_padding(module) and g.shape[1] <= 4:
-        out = _conv_shifted(module, a, g)
-    elif _same_padding(module) and _ghost_cost(module, a, g) < _direct_cost(module, a, g):
-        out = _conv_ghost(module, a, g)
     else:
-        out = _conv_grouped(module, a, g)
+        out = {"ghost": _conv_ghost, "shifted": _conv_shifted, "grouped": _conv_grouped}[route](module, a, g)
     if module.bias is not None:
         out = out + _sq(g.sum((2, 3)))
     return out
+
+
+def conv_route(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> str:
+    """Which way the per-sample weight-gradient norms of this convolution are computed (NOTES.md)."""
+    if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+        raise NotImplementedError(f"per-sample norms for {module} (groups, padding mode) are not implemented")
+    if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding == (0, 0):
+        return "1x1"
+    if _same_padding(module) and _ghost_cost(module, a, g) < _direct_cost(module, a, g):
+        return "ghost"
+    if _same_padding(module) and (g.shape[1] <= 4 or max(a.shape[1], g.shape[1]) > GROUPED_MAX_CHANNELS):
+        return "shifted"
+    return "grouped"
 
 
 def _same_padding(module: nn.Conv2d) -> bool:
@@ -99,10 +113,19 @@ def _conv_ghost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Te
     hp, wp = ap.shape[2:]
     x = ap.flatten(2)                                                    # (B, Cin, Lp)
     gram = torch.bmm(x.transpose(1, 2), x).view(b, hp, wp, hp, wp)
-    rows = sum(gram[:, :, j:j + w, :, j:j + w] for j in range(kw))          # shifts along width first,
-    patches = sum(rows[:, i:i + h, :, i:i + h, :] for i in range(kh))       # then along height
+    rows = _shifted_sum(lambda j: gram[:, :, j:j + w, :, j:j + w], kw)     # shifts along width first,
+    patches = _shifted_sum(lambda i: rows[:, i:i + h, :, i:i + h, :], kh)   # then along height
     g2 = g.flatten(2)                                                    # (B, Cout, L)
-    return (patches.reshape(b, h * w, h * w) * torch.bmm(g2.transpose(1, 2), g2)).flatten(1).sum(1)
+    gram_g = torch.bmm(g2.transpose(1, 2), g2)
+    return torch.bmm(patches.view(b, 1, -1), gram_g.view(b, -1, 1)).view(b)  # per-sample dot, no temporary
+
+
+def _shifted_sum(block, n: int) -> torch.Tensor:
+    """block(0) + ... + block(n - 1) into one new tensor, added in place."""
+    out = block(0).clone() if n == 1 else block(0) + block(1)
+    for k in range(2, n):
+        out += block(k)
+    return out
 
 
 def _conv_grouped(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -117,19 +140,25 @@ def _conv_grouped(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.
 
 
 def _conv_shifted(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Per-sample weight gradients one kernel offset at a time: a batched matmul per offset.
+    """Per-sample weight gradients one kernel offset at a time: a batched matmul per offset, no copies.
 
-    Faster than the grouped convolution when the output has very few channels (the
-    UNet's last layer): see benchmarks/NOTES.md.
+    With the input padded by one extra row and flattened, and g padded to the
+    same row width with zero columns, the input under kernel offset (i, j) is
+    the contiguous slice starting at i * padded_width + j of every channel's
+    row: each offset is one ``bmm`` of (B, Cout, L) by a strided view (B, L, Cin).
+    The zero columns of g cancel the positions that wrap around a row.
     """
-    (kh, kw), (h, w) = module.kernel_size, g.shape[2:]
-    ap = F.pad(a, (kw // 2, kw // 2, kh // 2, kh // 2))
-    g2 = g.flatten(2)                                                    # (B, Cout, L)
+    (kh, kw), (ph, pw) = module.kernel_size, module.padding
+    h, w = g.shape[2:]
+    wp = w + 2 * pw
+    x = F.pad(a, (pw, pw, ph, ph + 1)).flatten(2)                          # (B, Cin, (H + 2ph + 1) * wp)
+    g2 = F.pad(g, (0, 2 * pw)).flatten(2)                                # (B, Cout, L), L = H * wp
+    length = h * wp
     out = 0
     for i in range(kh):
         for j in range(kw):
-            shifted = ap[:, :, i:i + h, j:j + w].reshape(a.shape[0], a.shape[1], h * w)
-            out = out + _sq(torch.bmm(g2, shifted.transpose(1, 2)))
+            off = i * wp + j
+            out = out + _sq(torch.bmm(g2, x[:, :, off:off + length].transpose(1, 2)))
     return out
 
 
@@ -156,16 +185,30 @@ class PerSampleGradNorms:
     Every module holding parameters must be a Linear, Conv2d or GroupNorm used
     once per forward pass; anything else raises NotImplementedError (use the
     ``torch.func`` kernel then).
+
+    ``background`` (default: on CPU) computes each layer's norms on a worker
+    thread while the backward goes on to the next layer; the per-layer results
+    are summed in layer order, so the total does not depend on it.  On a GPU
+    the kernels are asynchronous already and the rules run inline.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, background: bool | None = None):
         self.modules = [m for m in model.modules() if any(p is not None for p in m.parameters(recurse=False))]
         unsupported = {type(m).__name__ for m in self.modules if type(m) not in _RULES}
         if unsupported:
             raise NotImplementedError(f"per-sample gradient norms not implemented for {sorted(unsupported)}")
-        self.total: torch.Tensor | None = None
+        if background is None:
+            background = all(p.device.type == "cpu" for p in model.parameters())
+        self.background = background
         self.leaves: list[torch.Tensor] = []  # differentiate w.r.t. these too, see _forward_hook
+        self._parts: list = []  # per-layer squared norms (or futures of them), in backward order
         self._handles, self._seen = [], set()
+
+    @property
+    def total(self) -> torch.Tensor | None:
+        """Sum of the per-layer squared norms (waits for the worker thread)."""
+        parts = [p.result() if isinstance(p, Future) else p for p in self._parts]
+        return sum(parts[1:], parts[0]) if parts else None
 
     def __enter__(self) -> "PerSampleGradNorms":
         self._handles = [m.register_forward_hook(self._forward_hook) for m in self.modules]
@@ -175,6 +218,9 @@ class PerSampleGradNorms:
         for h in self._handles:
             h.remove()
         self._handles = []
+        for p in self._parts:  # leave no work running after the block, and raise its errors here
+            if isinstance(p, Future):
+                p.result()
 
     def _forward_hook(self, module, inputs, output) -> None:
         if module in self._seen:
@@ -186,8 +232,27 @@ class PerSampleGradNorms:
             # a leaf, so that a backward asked to reach ``leaves`` passes through this layer
             output = output.detach().requires_grad_(True)
             self.leaves.append(output)
-        output.register_hook(lambda g, m=module, a=a: self._add(_RULES[type(m)](m, a, g.detach())))
+        output.register_hook(lambda g, m=module, a=a: self._add(m, a, g.detach()))
         return output
 
-    def _add(self, sq: torch.Tensor) -> None:
-        self.total = sq if self.total is None else self.total + sq
+    def _add(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> None:
+        if self.background:
+            self._parts.append(_worker().submit(_rule, module, a, g))
+        else:
+            self._parts.append(_rule(module, a, g))
+
+
+def _rule(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return _RULES[type(module)](module, a, g)
+
+
+_EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    """The one worker thread of this process (made again in a forked child, which has no threads)."""
+    global _EXECUTOR
+    if _EXECUTOR is None or _EXECUTOR[0] != os.getpid():
+        _EXECUTOR = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="provlib-persample"))
+    return _EXECUTOR[1]

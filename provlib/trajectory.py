@@ -201,8 +201,21 @@ def reference_features(unet, scheduler, images: torch.Tensor, timesteps, noise: 
     ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
     dtype = next(unet.parameters()).dtype
     acp = scheduler.alphas_cumprod.to(dtype)
-    params = [p.requires_grad_(True) for p in unet.parameters()]
+    params = list(unet.parameters())
+    flags = [p.requires_grad for p in params]
     out = {f: torch.empty(len(images), len(ts), dtype=dtype) for f in FEATURES}
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        _reference_loop(unet, acp, images, ts, noise, params, out)
+    finally:
+        for p, flag in zip(params, flags):  # leave the model as it came
+            p.requires_grad_(flag)
+    return out
+
+
+def _reference_loop(unet, acp, images, ts, noise, params, out) -> None:
+    dtype = acp.dtype
     for i in range(len(images)):
         for j, t in enumerate(ts.tolist()):
             x0 = images[i:i + 1].to(dtype).clone().requires_grad_(True)
@@ -213,4 +226,3 @@ def reference_features(unet, scheduler, images: torch.Tensor, timesteps, noise: 
             out["loss"][i, j] = loss.detach()
             out["grad_x"][i, j] = grads[0].pow(2).sum()
             out["grad_theta"][i, j] = sum(g.pow(2).sum() for g in grads[1:] if g is not None)
-    return out

@@ -68,7 +68,10 @@ def test_samplers_are_batch_invariant_and_in_range(images):
         a = sample(unet, sched, 5, method=method, num_inference_steps=10, batch_size=5)
         b = sample(unet, sched, 5, method=method, num_inference_steps=10, batch_size=2)
         assert a.shape == (5, 1, 8, 8) and a.min() >= -1 and a.max() <= 1
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        # equal up to float32 rounding of differently blocked convolutions, which DDIM's x0
+        # prediction (a division by sqrt(abar_t) ~ 0.006 at t = 999) amplifies ~150x; a wrong noise
+        # stream per sample would differ by O(1)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="unknown sampler"):
         sample(unet, sched, 2, method="euler")
 
