@@ -21,9 +21,6 @@ No per-sample gradient of the whole model is ever materialised.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import Future, ThreadPoolExecutor
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -140,25 +137,40 @@ def _conv_grouped(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.
 
 
 def _conv_shifted(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Per-sample weight gradients one kernel offset at a time: a batched matmul per offset, no copies.
+    """Per-sample weight gradients one kernel offset at a time: a batched matmul per offset, no padding.
 
-    With the input padded by one extra row and flattened, and g padded to the
-    same row width with zero columns, the input under kernel offset (i, j) is
-    the contiguous slice starting at i * padded_width + j of every channel's
-    row: each offset is one ``bmm`` of (B, Cout, L) by a strided view (B, L, Cin).
-    The zero columns of g cancel the positions that wrap around a row.
+    With maps flattened row by row, the input under kernel offset (di, dj) is
+    the input shifted by di * W + dj positions: every offset is one ``bmm`` of a
+    contiguous slice of g, (B, Cout, K), by a slice of the input, (B, K, Cin),
+    over the output rows whose shifted row exists.  Shifting by dj != 0 wraps
+    around the row ends; those terms are removed by zeroing the first (dj < 0)
+    or last (dj > 0) |dj| columns of a copy of g.
     """
     (kh, kw), (ph, pw) = module.kernel_size, module.padding
-    h, w = g.shape[2:]
-    wp = w + 2 * pw
-    x = F.pad(a, (pw, pw, ph, ph + 1)).flatten(2)                          # (B, Cin, (H + 2ph + 1) * wp)
-    g2 = F.pad(g, (0, 2 * pw)).flatten(2)                                # (B, Cout, L), L = H * wp
-    length = h * wp
+    b, c_in, h, w = a.shape
+    x = a.reshape(b, c_in, h * w)
+    g_cols = {dj: _zero_columns(g, dj).flatten(2) for dj in range(-pw, kw - pw)}  # (B, Cout, H * W) each
     out = 0
     for i in range(kh):
+        di = i - ph
+        rows = max(0, -di), min(h, h - di)                                      # output rows with input row r + di
         for j in range(kw):
-            off = i * wp + j
-            out = out + _sq(torch.bmm(g2, x[:, :, off:off + length].transpose(1, 2)))
+            dj = j - pw
+            p0, p1 = rows[0] * w + max(0, -dj), rows[1] * w - max(0, dj)        # output positions (flattened)
+            q0 = p0 + di * w + dj                                               # where their inputs start
+            out = out + _sq(torch.bmm(g_cols[dj][:, :, p0:p1], x[:, :, q0:q0 + p1 - p0].transpose(1, 2)))
+    return out
+
+
+def _zero_columns(g: torch.Tensor, dj: int) -> torch.Tensor:
+    """g with the columns that a shift by dj would wrap around the row set to zero (g itself if dj == 0)."""
+    if dj == 0:
+        return g
+    out = g.clone()
+    if dj < 0:
+        out[..., :-dj] = 0
+    else:
+        out[..., out.shape[-1] - dj:] = 0
     return out
 
 
@@ -185,30 +197,16 @@ class PerSampleGradNorms:
     Every module holding parameters must be a Linear, Conv2d or GroupNorm used
     once per forward pass; anything else raises NotImplementedError (use the
     ``torch.func`` kernel then).
-
-    ``background`` (default: on CPU) computes each layer's norms on a worker
-    thread while the backward goes on to the next layer; the per-layer results
-    are summed in layer order, so the total does not depend on it.  On a GPU
-    the kernels are asynchronous already and the rules run inline.
     """
 
-    def __init__(self, model: nn.Module, background: bool | None = None):
+    def __init__(self, model: nn.Module):
         self.modules = [m for m in model.modules() if any(p is not None for p in m.parameters(recurse=False))]
         unsupported = {type(m).__name__ for m in self.modules if type(m) not in _RULES}
         if unsupported:
             raise NotImplementedError(f"per-sample gradient norms not implemented for {sorted(unsupported)}")
-        if background is None:
-            background = all(p.device.type == "cpu" for p in model.parameters())
-        self.background = background
+        self.total: torch.Tensor | None = None
         self.leaves: list[torch.Tensor] = []  # differentiate w.r.t. these too, see _forward_hook
-        self._parts: list = []  # per-layer squared norms (or futures of them), in backward order
         self._handles, self._seen = [], set()
-
-    @property
-    def total(self) -> torch.Tensor | None:
-        """Sum of the per-layer squared norms (waits for the worker thread)."""
-        parts = [p.result() if isinstance(p, Future) else p for p in self._parts]
-        return sum(parts[1:], parts[0]) if parts else None
 
     def __enter__(self) -> "PerSampleGradNorms":
         self._handles = [m.register_forward_hook(self._forward_hook) for m in self.modules]
@@ -218,9 +216,6 @@ class PerSampleGradNorms:
         for h in self._handles:
             h.remove()
         self._handles = []
-        for p in self._parts:  # leave no work running after the block, and raise its errors here
-            if isinstance(p, Future):
-                p.result()
 
     def _forward_hook(self, module, inputs, output) -> None:
         if module in self._seen:
@@ -232,27 +227,8 @@ class PerSampleGradNorms:
             # a leaf, so that a backward asked to reach ``leaves`` passes through this layer
             output = output.detach().requires_grad_(True)
             self.leaves.append(output)
-        output.register_hook(lambda g, m=module, a=a: self._add(m, a, g.detach()))
+        output.register_hook(lambda g, m=module, a=a: self._add(_RULES[type(m)](m, a, g.detach())))
         return output
 
-    def _add(self, module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> None:
-        if self.background:
-            self._parts.append(_worker().submit(_rule, module, a, g))
-        else:
-            self._parts.append(_rule(module, a, g))
-
-
-def _rule(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return _RULES[type(module)](module, a, g)
-
-
-_EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _worker() -> ThreadPoolExecutor:
-    """The one worker thread of this process (made again in a forked child, which has no threads)."""
-    global _EXECUTOR
-    if _EXECUTOR is None or _EXECUTOR[0] != os.getpid():
-        _EXECUTOR = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="provlib-persample"))
-    return _EXECUTOR[1]
+    def _add(self, sq: torch.Tensor) -> None:
+        self.total = sq if self.total is None else self.total + sq
