@@ -30,6 +30,7 @@ import torch
 
 from provlib.models import TrainConfig, UNetConfig, build_unet, load_model, make_scheduler
 from provlib.paths import EMBEDDED_MODELS_DIR
+from provlib.runtime import keep_freed_memory
 from provlib.trajectory import reference_features, seeded_noise, trajectory_features
 
 VARIANTS = ("a_forward", "b_loss", "c_loss_gradx", "d_all_hooks", "d_all_func", "e_loop")
@@ -177,10 +178,12 @@ def main(argv=None) -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--_memory", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    # as trajectory_features does on CPU; set first so that every variant, the floor included, runs with it
+    kept = keep_freed_memory()
     if args._memory:
         return _memory_child(*json.loads(args._memory))
     variants = ["a_forward"] + [v for v in args.variants if v != "a_forward"]
-    print(f"torch {torch.__version__}")
+    print(f"torch {torch.__version__}; malloc keeps freed memory (provlib.runtime): {kept}")
     for device in args.devices:
         for model in args.models:
             batch = args.batch or (64 if model == "embedded" else (8 if device == "cpu" else 64))

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .data import check_images
 from .persample import PerSampleGradNorms
+from .runtime import keep_freed_memory
 
 FEATURES = ("loss", "grad_x", "grad_theta")
 METHODS = ("hooks", "func")
@@ -172,6 +173,8 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
         raise ValueError(f"noise must have shape (N, T, C, H, W) = {(n, n_t, *images.shape[1:])}, "
                          f"got {tuple(noise.shape)}")
     device = torch.device(device) if device is not None else default_device()
+    if device.type == "cpu":
+        keep_freed_memory()
     unet.to(device).eval()
     dtype = next(unet.parameters()).dtype
     acp = scheduler.alphas_cumprod.to(device=device, dtype=dtype)
