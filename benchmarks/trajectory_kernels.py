@@ -6,8 +6,9 @@
 Prints one table per (model, device): time per sample-timestep (median of
 ``--repeats`` timed rounds after warm-up; each round runs every variant back to
 back), its ratio to the forward-only floor (the median over rounds of the ratio
-within a round, with its quartiles), and the peak memory of each variant (on CPU: resident memory above the loaded
-model, sampled every millisecond in a fresh subprocess; on CUDA: max allocated).
+within a round, with its quartiles), and the peak memory of each variant (on
+CPU: resident memory above the loaded model, sampled every millisecond in a
+fresh subprocess; on CUDA: max allocated).
 
 Variants: (a) forward only, no grad (the floor); (b) loss; (c) loss + grad_x;
 (d) all three features, one backward with per-layer per-sample norms

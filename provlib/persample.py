@@ -55,11 +55,7 @@ def _linear(module: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor
 
 
 def _conv2d(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    route = conv_route(module, a, g)
-    if route == "1x1":
-        out = _matmul_sq_norm(a.flatten(2).transpose(1, 2), g.flatten(2).transpose(1, 2))
-    else:
-        out = {"ghost": _conv_ghost, "shifted": _conv_shifted, "grouped": _conv_grouped}[route](module, a, g)
+    out = _CONV_ROUTES[conv_route(module, a, g)](module, a, g)
     if module.bias is not None:
         out = out + _sq(g.sum((2, 3)))
     return out
@@ -76,6 +72,11 @@ def conv_route(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> str:
     if _same_padding(module) and (g.shape[1] <= 4 or max(a.shape[1], g.shape[1]) > GROUPED_MAX_CHANNELS):
         return "shifted"
     return "grouped"
+
+
+def _conv_1x1(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution is a linear layer over positions."""
+    return _matmul_sq_norm(a.flatten(2).transpose(1, 2), g.flatten(2).transpose(1, 2))
 
 
 def _same_padding(module: nn.Conv2d) -> bool:
@@ -185,6 +186,7 @@ def _group_norm(module: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor) -> torch
     return out
 
 
+_CONV_ROUTES = {"1x1": _conv_1x1, "ghost": _conv_ghost, "shifted": _conv_shifted, "grouped": _conv_grouped}
 _RULES = {nn.Linear: _linear, nn.Conv2d: _conv2d, nn.GroupNorm: _group_norm}
 
 

@@ -5,7 +5,7 @@ glibc's ``malloc`` serves large blocks (above a threshold that adapts up to
 allocation of that size then faults every page in again, and the kernel zeroes
 each one.  A forward + backward over a batch of 64 rows of the embedded model
 allocates and frees tens of MB of activations and gradients, so every batch of
-the trajectory kernel paid 15,000-19,000 minor page faults (60-76 MB of fresh
+the trajectory kernel paid 12,700-22,500 minor page faults (50-90 MB of fresh
 pages) and about 10% of its time (benchmarks/NOTES.md, attempt 20).
 
 :func:`keep_freed_memory` fixes the threshold at 32 MiB and stops ``free`` from
