@@ -9,9 +9,11 @@ and only its squared norm is kept:
 - Linear   dW_i = g_i^T a_i                 (a_i: (L, in), g_i: (L, out))
 - Conv2d   dW_i = the weight gradient of a convolution with one group per
            sample (one grouped convolution_backward for the batch); on small
-           maps the ghost norm below, from Gram matrices; with very few output
-           channels a batched matmul per kernel offset; 1x1 convolutions are
-           linear layers over positions
+           maps the ghost norm below, from Gram matrices; on wide layers or
+           with very few output channels a batched matmul per kernel offset;
+           on an input that is a nearest 2x upsampling (the UNet's upsampler
+           convolutions) the same matmuls on the coarse grid, a quarter of the
+           work; 1x1 convolutions are linear layers over positions
 - GroupNorm dgamma_i = sum_hw g_i * xhat_i,  dbeta_i = sum_hw g_i
 
 and each bias gradient is g_i summed over positions.  Where it is cheaper,
@@ -67,6 +69,8 @@ def conv_route(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> str:
         raise NotImplementedError(f"per-sample norms for {module} (groups, padding mode) are not implemented")
     if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding == (0, 0):
         return "1x1"
+    if _same_padding(module) and _nearest_upsampled(a):
+        return "upsampled"
     if _same_padding(module) and _ghost_cost(module, a, g) < _direct_cost(module, a, g):
         return "ghost"
     if _same_padding(module) and (g.shape[1] <= 4 or max(a.shape[1], g.shape[1]) > GROUPED_MAX_CHANNELS):
@@ -92,11 +96,10 @@ def _direct_cost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> int:
 
 
 def _ghost_cost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> int:
-    """Multiply-adds per sample of the ghost norm: Gram of the padded input, of g, and the shifted sums."""
+    """Multiply-adds per sample of the ghost norm: Grams of the input and of g, and the shifted sums."""
     kh, kw = module.kernel_size
-    padded = (a.shape[2] + kh - 1) * (a.shape[3] + kw - 1)
     positions = g.shape[2] * g.shape[3]
-    return padded ** 2 * a.shape[1] + positions ** 2 * (g.shape[1] + kh * kw)
+    return positions ** 2 * (a.shape[1] + g.shape[1] + kh * kw)
 
 
 def _conv_ghost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -104,13 +107,14 @@ def _conv_ghost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Te
 
     The patch Gram matrix is a sum of shifted blocks of the padded input's Gram
     matrix: <patch_(i,j), patch_(i',j')> = sum_(di,dj) <x_(i+di,j+dj), x_(i'+di,j'+dj)>.
+    The padded positions hold zero vectors, so the padded Gram matrix is the
+    input's Gram matrix padded with zeros (cheaper than the Gram of the padded input).
     Cheaper than forming dW_i on small maps (8x8) with many channels.
     """
     (kh, kw), (b, _, h, w) = module.kernel_size, g.shape
-    ap = F.pad(a, (kw // 2, kw // 2, kh // 2, kh // 2))
-    hp, wp = ap.shape[2:]
-    x = ap.flatten(2)                                                    # (B, Cin, Lp)
-    gram = torch.bmm(x.transpose(1, 2), x).view(b, hp, wp, hp, wp)
+    ph, pw = kh // 2, kw // 2
+    x = a.flatten(2)                                                     # (B, Cin, L)
+    gram = F.pad(torch.bmm(x.transpose(1, 2), x).view(b, h, w, h, w), (pw, pw, ph, ph) * 2)
     rows = _shifted_sum(lambda j: gram[:, :, j:j + w, :, j:j + w], kw)     # shifts along width first,
     patches = _shifted_sum(lambda i: rows[:, i:i + h, :, i:i + h, :], kh)   # then along height
     g2 = g.flatten(2)                                                    # (B, Cout, L)
@@ -163,6 +167,40 @@ def _conv_shifted(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.
     return out
 
 
+def _nearest_upsampled(a: torch.Tensor) -> bool:
+    """Whether every 2x2 block of every map of ``a`` is constant (a nearest 2x upsampling), exactly.
+
+    Sample 0 is checked first, so that an ordinary input is turned down at the cost of one sample.
+    """
+    h, w = a.shape[-2:]
+    if h % 2 or w % 2 or h < 2:
+        return False
+    return all(torch.equal(rows := x[..., 0::2, :], x[..., 1::2, :]) and torch.equal(rows[..., 0::2], rows[..., 1::2])
+               for x in (a[:1], a))
+
+
+def _conv_upsampled(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients of a "same" convolution whose input is a nearest 2x upsampling of u.
+
+    With a_(y, x) = u_(y // 2, x // 2), the weight gradient at kernel offset
+    (di, dj) is sum_(Y, X) u_(Y, X) G_(Y, X), where G sums g over the 2x2
+    block of output positions whose shifted input falls in coarse cell (Y, X):
+    a 2x2 sum of g shifted by (-di, -dj), read for every offset at once from
+    the 2x2 sums of the zero-padded g.  Then one batched matmul on the coarse
+    grid: (B, kh kw Cout, L / 4) by (B, L / 4, Cin), a quarter of the direct work.
+    """
+    (kh, kw), (ph, pw) = module.kernel_size, module.padding
+    b, c_in, h, w = a.shape
+    gp = F.pad(g, (pw, pw, ph, ph))
+    pairs = gp[:, :, :-1] + gp[:, :, 1:]
+    pairs = pairs[..., :-1] + pairs[..., 1:]                              # 2x2 sums at every position
+    # offset (di, dj) = (ph - i, pw - j) reads pairs[..., i + 2Y, j + 2X]: every offset in one strided view
+    sb, sc, sh, sw = pairs.stride()
+    blocks = pairs.as_strided((b, kh, kw, g.shape[1], h // 2, w // 2), (sb, sh, sw, sc, 2 * sh, 2 * sw))
+    u = a[:, :, 0::2, 0::2].reshape(b, c_in, -1)
+    return _sq(torch.bmm(blocks.reshape(b, -1, u.shape[2]), u.transpose(1, 2)))
+
+
 def _zero_columns(g: torch.Tensor, dj: int) -> torch.Tensor:
     """g with the columns that a shift by dj would wrap around the row set to zero (g itself if dj == 0)."""
     if dj == 0:
@@ -186,7 +224,8 @@ def _group_norm(module: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor) -> torch
     return out
 
 
-_CONV_ROUTES = {"1x1": _conv_1x1, "ghost": _conv_ghost, "shifted": _conv_shifted, "grouped": _conv_grouped}
+_CONV_ROUTES = {"1x1": _conv_1x1, "ghost": _conv_ghost, "shifted": _conv_shifted, "grouped": _conv_grouped,
+                "upsampled": _conv_upsampled}
 _RULES = {nn.Linear: _linear, nn.Conv2d: _conv2d, nn.GroupNorm: _group_norm}
 
 

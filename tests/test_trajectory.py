@@ -3,6 +3,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from provlib.models import TrainConfig, UNetConfig, build_unet, make_scheduler
 from provlib.trajectory import FEATURES, noise_seed, reference_features, seeded_noise, trajectory_features
@@ -104,22 +105,35 @@ def test_unsupported_layers_are_refused_by_the_hook_kernel():
         PerSampleGradNorms(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)))
 
 
-@pytest.mark.parametrize("c_in, c_out, size, kernel, stride, route", [
-    (3, 5, 8, 3, 1, "grouped"),
-    (64, 64, 4, 3, 1, "ghost"),
-    (6, 1, 8, 3, 1, "shifted"),    # very few output channels
-    (40, 8, 8, 3, 1, "shifted"),   # wider than GROUPED_MAX_CHANNELS
-    (40, 6, 7, 5, 1, "shifted"),   # 5x5 kernel, odd map size
-    (40, 2, 2, 3, 1, "shifted"),   # maps smaller than the kernel
-    (5, 2, 1, 3, 1, "shifted"),
-    (4, 6, 8, 1, 1, "1x1"),
-    (4, 6, 9, 3, 2, "grouped")])   # strided
-def test_per_sample_conv_norms_match_autograd(c_in, c_out, size, kernel, stride, route):
+@pytest.mark.parametrize("c_in, c_out, size, kernel, stride, route, upsampled", [
+    (3, 5, 8, 3, 1, "grouped", False),
+    (64, 64, 4, 3, 1, "ghost", False),
+    (6, 1, 8, 3, 1, "shifted", False),    # very few output channels
+    (40, 8, 8, 3, 1, "shifted", False),   # wider than GROUPED_MAX_CHANNELS
+    (40, 6, 15, 5, 1, "shifted", False),  # 5x5 kernel, odd map size
+    (40, 6, 7, 5, 1, "ghost", False),
+    (1, 1, 2, 3, 1, "shifted", False),    # maps smaller than the kernel
+    (40, 2, 2, 3, 1, "ghost", False),
+    (5, 2, 1, 3, 1, "ghost", False),
+    (1, 1, 1, 3, 1, "shifted", False),
+    (4, 6, 8, 1, 1, "1x1", False),
+    (4, 6, 9, 3, 2, "grouped", False),   # strided
+    (40, 8, 8, 3, 1, "upsampled", True),  # input a nearest 2x upsampling
+    (3, 5, 6, 5, 1, "upsampled", True),
+    (6, 1, 2, 3, 1, "upsampled", True),
+    (40, 8, 8, 1, 1, "1x1", True),
+    (40, 8, 8, 3, 2, "grouped", True),   # strided: not the upsampled route
+    (40, 8, 8, 3, 1, "shifted", "all but sample 0")])
+def test_per_sample_conv_norms_match_autograd(c_in, c_out, size, kernel, stride, route, upsampled):
     """Every route of the conv rule against per-sample autograd in float64."""
     from provlib.persample import PerSampleGradNorms, conv_route
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2).double()
-    x = torch.randn(3, c_in, size, size, dtype=torch.double, requires_grad=True)
+    x = torch.randn(3, c_in, size, size, dtype=torch.double)
+    if upsampled:
+        coarse = F.interpolate(torch.randn(3, c_in, size // 2, size // 2, dtype=torch.double), scale_factor=2)
+        x = torch.cat([x[:1], coarse[1:]]) if upsampled == "all but sample 0" else coarse
+    x.requires_grad_(True)
     assert conv_route(conv, x, conv(x)) == route
     with PerSampleGradNorms(conv) as norms:
         loss = conv(x).pow(2).flatten(1).sum(1)
