@@ -69,10 +69,12 @@ def conv_route(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> str:
         raise NotImplementedError(f"per-sample norms for {module} (groups, padding mode) are not implemented")
     if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding == (0, 0):
         return "1x1"
-    if _same_padding(module) and _nearest_upsampled(a):
-        return "upsampled"
-    if _same_padding(module) and _ghost_cost(module, a, g) < _direct_cost(module, a, g):
-        return "ghost"
+    if _same_padding(module):
+        ghost, direct = _ghost_cost(module, a, g), _direct_cost(module, a, g)
+        if direct // 4 < ghost and _nearest_upsampled(a):  # the value check only where it can pay
+            return "upsampled"
+        if ghost < direct:
+            return "ghost"
     if _same_padding(module) and (g.shape[1] <= 4 or max(a.shape[1], g.shape[1]) > GROUPED_MAX_CHANNELS):
         return "shifted"
     return "grouped"
@@ -173,10 +175,13 @@ def _nearest_upsampled(a: torch.Tensor) -> bool:
     Sample 0 is checked first, so that an ordinary input is turned down at the cost of one sample.
     """
     h, w = a.shape[-2:]
-    if h % 2 or w % 2 or h < 2:
+    if h % 2 or w % 2:
         return False
-    return all(torch.equal(rows := x[..., 0::2, :], x[..., 1::2, :]) and torch.equal(rows[..., 0::2], rows[..., 1::2])
-               for x in (a[:1], a))
+    for x in (a[:1], a):
+        even_rows = x[..., 0::2, :]
+        if not (torch.equal(even_rows, x[..., 1::2, :]) and torch.equal(even_rows[..., 0::2], even_rows[..., 1::2])):
+            return False
+    return True
 
 
 def _conv_upsampled(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -121,6 +121,7 @@ def test_unsupported_layers_are_refused_by_the_hook_kernel():
     (40, 8, 8, 3, 1, "upsampled", True),  # input a nearest 2x upsampling
     (3, 5, 6, 5, 1, "upsampled", True),
     (6, 1, 2, 3, 1, "upsampled", True),
+    (64, 64, 4, 3, 1, "ghost", True),    # upsampled, but the ghost norm is cheaper still
     (40, 8, 8, 1, 1, "1x1", True),
     (40, 8, 8, 3, 2, "grouped", True),   # strided: not the upsampled route
     (40, 8, 8, 3, 1, "shifted", "all but sample 0")])
