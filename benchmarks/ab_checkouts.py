@@ -5,7 +5,7 @@
 
 Each process imports ``provlib`` from one checkout, then times the forward
 pass (the floor) and all three features (``method="hooks"``) back to back on
-the embedded model, batch 64.  Processes alternate (A, B, A, B, ...), because
+the embedded model, batch 64, with ``trajectory_kernels.time_variants``.  Processes alternate (A, B, A, B, ...), because
 an A/B inside one process can move the floor (NOTES.md, attempt 12).  Prints
 one line per process and the medians of each side.
 """
@@ -18,37 +18,23 @@ import sys
 from pathlib import Path
 
 CHILD = """
-import statistics, sys, time
-sys.path.insert(0, sys.argv[1])
-import torch
+import statistics, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]  # the checkout's provlib, this directory's benchmark
 import provlib
 assert provlib.__file__.startswith(sys.argv[1]), provlib.__file__
 from provlib.runtime import keep_freed_memory
 keep_freed_memory()
-from provlib.models import load_model
-from provlib.paths import EMBEDDED_MODELS_DIR
-from provlib.trajectory import seeded_noise, trajectory_features
-unet, sched = load_model(EMBEDDED_MODELS_DIR / "cpu")
-b = 64
-x = torch.rand(b, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-noise = seeded_noise(range(b), [500], (1, 16, 16))
-def forward():
-    with torch.no_grad():
-        unet(x, torch.full((b,), 500)).sample.sum().item()
-def features():
-    trajectory_features(unet, sched, x, [500], noise=noise, batch_size=b)
-for _ in range(2):
-    forward(); features()
-ta, td = [], []
-for _ in range(int(sys.argv[2])):
-    t0 = time.perf_counter(); forward(); ta.append(time.perf_counter() - t0)
-    t0 = time.perf_counter(); features(); td.append(time.perf_counter() - t0)
-print(statistics.median(ta) * 1e3, statistics.median(td) * 1e3, statistics.median(d / a for a, d in zip(ta, td)))
+from trajectory_kernels import ratio_stats, time_variants
+batch = 64
+times = time_variants("embedded", "cpu", batch, int(sys.argv[3]), ["a_forward", "d_all_hooks"])  # s per row
+ms = {v: 1e3 * batch * statistics.median(t) for v, t in times.items()}
+print(ms["a_forward"], ms["d_all_hooks"], ratio_stats(times, "d_all_hooks")[0])
 """
 
 
 def run(checkout: Path, rounds: int) -> tuple[float, float, float]:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(checkout), str(rounds)],
+    here = Path(__file__).resolve().parent
+    out = subprocess.run([sys.executable, "-c", CHILD, str(checkout), str(here), str(rounds)],
                          capture_output=True, text=True, check=True)
     a, d, r = map(float, out.stdout.split())
     return a, d, r
