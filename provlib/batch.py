@@ -3,6 +3,7 @@
     python -m provlib.batch --profile cpu                 # the study (minutes)
     python -m provlib.batch --profile tiny                # seconds, for checks
     python -m provlib.batch --profile cpu --only 01 03    # notebooks by stem prefix
+    python -m provlib.batch --profile cpu -p timestep_stride 20   # override a parameter
 
 Each ``notebooks/<digit>*.ipynb`` runs through papermill (kernel cwd: the
 notebooks folder, ``MPLBACKEND=Agg``) with the profile's values for the
@@ -14,16 +15,34 @@ figures (``.png``, ``.pdf``) in ``figures/<profile>/``.  The driver then writes
 git commit, timings, every table inline and every figure) and ``run.json``
 (the same, machine-readable; paths there are relative to ``reports/<profile>/``).
 The first failing notebook stops the run, after the index records it.
+
+The index tells the truth at every moment: it says ``running`` from the start
+of a run (with its pid), is rewritten after each notebook, and says ``ok``,
+``failed`` or ``interrupted`` only when the run ends; a run killed outright
+leaves ``running`` behind, never a stale ``ok``.  A lock file keeps two runs
+from writing one profile's folders at once, and the temporary files a killed
+run left there are removed when the next one starts.
+
+Parameters given with ``-p NAME VALUE`` are checked before anything runs: each
+must be declared by a selected notebook (``papermill.inspect_notebook``), with
+a value of the declared type, and profile parameters must be in range.  The
+long steps' progress bars (sampling, features, training) stream from the
+notebook kernels to this terminal (:mod:`provlib.progress`), not into the
+executed notebooks.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,9 +54,9 @@ from urllib.parse import quote
 
 import papermill
 
-from . import paths
+from . import paths, progress
 from .io import atomic_write_text
-from .profiles import PROFILES, get_profile
+from .profiles import PROFILES, RULES, check_parameter, get_profile
 
 TABLE_SUFFIXES = (".md", ".csv")
 FIGURE_SUFFIXES = (".png", ".pdf")
@@ -51,7 +70,7 @@ class NotebookRun:
     """One notebook of a batch: what it was given, how long it took, how it ended."""
 
     path: Path
-    status: str = "skipped"  # ok | failed | skipped (not selected) | not run (after a failure)
+    status: str = "skipped"  # pending | running | ok | failed | interrupted | skipped (not selected) | not run
     parameters: dict = field(default_factory=dict)
     wall_seconds: float | None = None
     error: str | None = None
@@ -89,6 +108,46 @@ def notebook_parameters(notebook: Path, profile_params: dict) -> dict:
     return {name: value for name, value in profile_params.items() if name in declared}
 
 
+def parse_value(text: str):
+    """A command-line parameter value: a Python literal (``20``, ``0.4``, ``None``, ``'x'``) or else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _accepts(annotation: str, value) -> bool:
+    """Whether ``value`` fits a parameter annotation papermill inferred (int, float, str, bool, Optional[...])."""
+    ann = annotation.replace(" ", "")
+    optional = ann.startswith("Optional[") and ann.endswith("]")
+    base = ann[len("Optional["):-1] if optional else ann
+    if value is None:
+        return optional or base in ("None", "Any")
+    checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool)}
+    return checks.get(base, lambda v: True)(value)
+
+
+def check_overrides(overrides: dict, notebooks: Sequence[Path]) -> dict:
+    """Raise a ValueError naming the problem unless every override fits the notebooks that declare it."""
+    declared = {nb: papermill.inspect_notebook(str(nb)) for nb in notebooks}
+    known = sorted({name for d in declared.values() for name in d})
+    for name, value in overrides.items():
+        owners = [nb for nb, d in declared.items() if name in d]
+        if not owners:
+            raise ValueError(f"parameter {name!r} is declared by none of the selected notebooks "
+                             f"({', '.join(nb.name for nb in notebooks)}); they take: {', '.join(known)}")
+        for nb in owners:
+            annotation = declared[nb][name]["inferred_type_name"]
+            if not _accepts(annotation, value):
+                raise ValueError(f"parameter {name!r} of {nb.name} is {annotation}, got {value!r} "
+                                 f"({type(value).__name__})")
+        if (name in RULES or name == "profile") and value is not None:
+            check_parameter(name, value)
+    return dict(overrides)
+
+
 @contextmanager
 def kernel_environment() -> Iterator[None]:
     """Environment the kernels inherit: Agg backend, and this very provlib importable."""
@@ -105,7 +164,8 @@ def kernel_environment() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def execute_notebook(notebook: Path, output: Path, parameters: dict, kernel: str | None) -> None:
+def execute_notebook(notebook: Path, output: Path, parameters: dict, kernel: str | None,
+                     cell_progress: bool = True) -> None:
     """Run one notebook with papermill; the executed copy appears at ``output`` only on success.
 
     A failing run leaves its executed copy (error cell included) at ``<stem>.failed.ipynb``.
@@ -115,7 +175,7 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict, kernel: str
     failed = output.with_name(f"{output.stem}.failed.ipynb")
     try:
         papermill.execute_notebook(str(notebook), str(partial), parameters=parameters,
-                                   kernel_name=kernel, cwd=str(notebook.parent), progress_bar=True)
+                                   kernel_name=kernel, cwd=str(notebook.parent), progress_bar=cell_progress)
     except BaseException:
         if partial.exists():
             os.replace(partial, failed)
@@ -131,15 +191,20 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"[:500]
 
 
-def run_one(run: NotebookRun, profile_params: dict, out_dir: Path, kernel: str | None) -> None:
+def run_one(run: NotebookRun, profile_params: dict, out_dir: Path, kernel: str | None,
+            cell_progress: bool = True) -> None:
     """Execute ``run``'s notebook, timing it; records the outcome and re-raises a failure."""
     run.parameters = notebook_parameters(run.path, profile_params)
     if "profile" in profile_params and "profile" not in run.parameters:
         print(f"warning: {run.path.name} declares no `profile` parameter: its outputs "
               "may not land in this profile's folders", file=sys.stderr)
     start = time.perf_counter()
+    run.status = "running"
     try:
-        execute_notebook(run.path, out_dir / f"{run.stem}.ipynb", run.parameters, kernel)
+        execute_notebook(run.path, out_dir / f"{run.stem}.ipynb", run.parameters, kernel, cell_progress)
+    except (KeyboardInterrupt, SystemExit) as err:
+        run.status, run.error = "interrupted", describe_error(err)
+        raise
     except BaseException as err:
         run.status, run.error = "failed", describe_error(err)
         raise
@@ -150,32 +215,170 @@ def run_one(run: NotebookRun, profile_params: dict, out_dir: Path, kernel: str |
 
 
 def run_batch(profile: str, notebooks_dir: Path | str | None = None,
-              only: Sequence[str] | str | None = None, kernel: str | None = "python3") -> dict:
+              only: Sequence[str] | str | None = None, kernel: str | None = "python3",
+              overrides: dict | None = None, progress_stream=None) -> dict:
     """Run the notebooks under ``profile``, write ``reports/<profile>/README.md`` and ``run.json``.
 
     ``notebooks_dir`` defaults to :data:`provlib.paths.NOTEBOOKS_DIR`; ``only`` keeps the
     notebooks whose stem starts with one of the given prefixes; ``kernel`` None means the
-    kernelspec in each notebook's metadata.  Returns the run record (what ``run.json`` holds).
-    The first failing notebook stops the batch: the index records it, then the error propagates.
+    kernelspec in each notebook's metadata; ``overrides`` replace parameter values (checked
+    against the notebooks first, see :func:`check_overrides`).  The kernels' progress bars
+    are relayed to ``progress_stream`` (default: this process's stderr).  Returns the run
+    record (what ``run.json`` holds).  The first failing notebook stops the batch: the index
+    records it, then the error propagates.
     """
     params = get_profile(profile)
     notebooks = list_notebooks(Path(notebooks_dir or paths.NOTEBOOKS_DIR))
     if not notebooks:
         raise FileNotFoundError(f"no notebooks (<digit>*.ipynb) in {notebooks_dir or paths.NOTEBOOKS_DIR}")
-    selected = set(select_notebooks(notebooks, only))
-    runs = [NotebookRun(nb, status="not run" if nb in selected else "skipped") for nb in notebooks]
+    chosen = select_notebooks(notebooks, only)
+    overrides = check_overrides(overrides or {}, chosen)
+    params = {**params, **overrides}
+    selected = set(chosen)
+    runs = [NotebookRun(nb, status="pending" if nb in selected else "skipped") for nb in notebooks]
     out_dir = paths.reports_dir(profile)
     context = {"started": datetime.now(timezone.utc), "epoch": time.time(), "clock": time.perf_counter(),
-               "git": git_state(), "only": only, "kernel": kernel}
-    with kernel_environment():
+               "git": git_state(), "only": only, "kernel": kernel, "overrides": overrides,
+               "pid": os.getpid(), "host": socket.gethostname()}
+    stream = progress_stream or sys.stderr
+    with batch_lock(out_dir), kernel_environment(), ProgressRelay(stream) as relay:
+        remove_stale_files(profile)
+        status = "running"
         try:
+            write_index(build_record(profile, params, runs, context, status), out_dir)
             for i, run in enumerate(r for r in runs if r.path in selected):
-                print(f"[{i + 1}/{len(selected)}] {run.path.name} ({profile})", file=sys.stderr, flush=True)
-                run_one(run, params, out_dir, kernel)
+                print(f"[{i + 1}/{len(selected)}] {run.path.name} ({profile})", file=stream, flush=True)
+                run_one(run, params, out_dir, kernel, cell_progress=not relay.active)
+                relay.drain()
+                print(f"[{i + 1}/{len(selected)}] {run.path.name}: {run.status} in {run.wall_seconds:.1f} s",
+                      file=stream, flush=True)
+                write_index(build_record(profile, params, runs, context, status), out_dir)
+            status = "ok"
+        except (KeyboardInterrupt, SystemExit):
+            status = f"interrupted ({next((r.stem for r in runs if r.status == 'interrupted'), 'between notebooks')})"
+            raise
+        except BaseException:
+            failed = [r.stem for r in runs if r.status == "failed"]
+            status = f"failed ({failed[0]})" if failed else "failed"
+            raise
         finally:
-            record = build_record(profile, params, runs, context)
+            for r in runs:
+                if r.status == "pending":
+                    r.status = "not run"
+            record = build_record(profile, params, runs, context, status)
             write_index(record, out_dir)
     return record
+
+
+@contextmanager
+def batch_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``<out_dir>/.batch.lock`` for the run; a second run on the same folders is refused.
+
+    The lock is an OS file lock: it is released when the process ends, even by SIGKILL.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no fcntl (Windows): no lock
+        yield
+        return
+    with open(out_dir / ".batch.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise RuntimeError(f"another batch run (pid {f.read().strip() or '?'}) is writing {out_dir}; "
+                               "wait for it to end, or stop it first") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_stale_files(profile: str) -> list[Path]:
+    """Delete the temporary files an interrupted run left in the profile's output folders."""
+    stale = []
+    for folder in (paths.reports_dir(profile), paths.figures_dir(profile)):
+        if folder.is_dir():
+            stale += [f for f in folder.iterdir() if f.is_file() and f.name.startswith(".")
+                      and (f.name.endswith(".partial.ipynb") or f.name.endswith(".tmp"))]
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
+
+
+class ProgressRelay:
+    """Copy what the notebook kernels write to the progress file (:mod:`provlib.progress`) to a stream.
+
+    While active, ``PROVLIB_PROGRESS_FILE`` names a temporary file that the
+    kernels (which inherit the environment) append their progress bars to; a
+    thread copies new text to ``stream``.  On a stream that is not a terminal
+    (a CI log), carriage returns become newlines and bars update less often.
+    """
+
+    POLL_SECONDS = 0.2
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.active = False
+        self._stop = threading.Event()
+        self._pos = 0
+        self._lock = threading.Lock()
+        self._tty = bool(getattr(stream, "isatty", lambda: False)())
+
+    def __enter__(self) -> "ProgressRelay":
+        import tempfile
+
+        fd, self.path = tempfile.mkstemp(prefix="provlib-progress-", suffix=".log")
+        os.close(fd)
+        self._saved = {k: os.environ.get(k) for k in (progress.ENV, progress.INTERVAL_ENV)}
+        os.environ[progress.ENV] = self.path
+        os.environ[progress.INTERVAL_ENV] = str(2.0 if self._tty else 30.0)
+        self._thread = threading.Thread(target=self._run, name="progress-relay", daemon=True)
+        self._thread.start()
+        self.active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.drain()
+        self.active = False
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        Path(self.path).unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL_SECONDS):
+            self.drain()
+
+    def drain(self) -> None:
+        """Copy whatever the kernels wrote since the last call."""
+        with self._lock:
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(self._pos)
+                    data = f.read()
+            except OSError:
+                return
+            self._pos += len(data)
+            if not data:
+                return
+            text = data.decode("utf-8", errors="replace")
+            if not self._tty:
+                text = "".join(line.strip() + "\n" for line in re.split(r"[\r\n]+", text) if line.strip())
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
 
 
 # ---------------------------------------------------------------- what the run records
@@ -282,20 +485,25 @@ def notebook_record(run: NotebookRun, stems: list[str], profile: str, context: d
     }
 
 
-def build_record(profile: str, params: dict, runs: list[NotebookRun], context: dict) -> dict:
-    """The run's metadata, as written to ``run.json`` and rendered into ``README.md``."""
+def build_record(profile: str, params: dict, runs: list[NotebookRun], context: dict, status: str) -> dict:
+    """The run's metadata, as written to ``run.json`` and rendered into ``README.md``.
+
+    ``status`` is ``running`` until the run ends, then ``ok``, ``failed (stem)`` or ``interrupted (stem)``.
+    """
     stems = [r.stem for r in runs]
-    failed = [r.stem for r in runs if r.status == "failed"]
     only = context["only"]
     return {
         "profile": profile,
         "parameters": params,
+        "overrides": context.get("overrides") or {},
         "seeds": {k: v for k, v in params.items() if "seed" in k},
-        "status": f"failed ({failed[0]})" if failed else "ok",
+        "status": status,
+        "pid": context.get("pid"),
+        "host": context.get("host"),
         "only": [only] if isinstance(only, str) else (list(only) if only else None),
         "kernel": context["kernel"],
         "started": context["started"].isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": None if status == "running" else datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": round(time.perf_counter() - context["clock"], 2),
         "git": context["git"],
         "machine": machine_info(),
@@ -326,7 +534,17 @@ def command_line(record: dict) -> str:
     """The command that (re)makes this run."""
     only = f" --only {' '.join(record['only'])}" if record["only"] else ""
     kernel = "" if record["kernel"] in ("python3", None) else f" --kernel {record['kernel']}"
-    return f"python -m provlib.batch --profile {record['profile']}{only}{kernel}"
+    params = "".join(f" -p {k} {v!r}" for k, v in (record.get("overrides") or {}).items())
+    return f"python -m provlib.batch --profile {record['profile']}{only}{kernel}{params}"
+
+
+def status_line(record: dict) -> str:
+    """The run's status; a running one says who runs it and what it means if nobody does."""
+    if record["status"] != "running":
+        return record["status"]
+    return (f"**running** (pid {record.get('pid')} on {record.get('host')}, started {record['started']} UTC). "
+            "If no batch run is alive, this run was killed: outputs marked pending or running are "
+            "missing or from an earlier run")
 
 
 def render_summary(record: dict) -> str:
@@ -334,12 +552,15 @@ def render_summary(record: dict) -> str:
     git = record["git"]
     commit = f"`{git['commit']}`" if git["commit"] else "unknown (no git, or no commit yet)"
     dirty = {True: " (working tree dirty)", False: " (clean)", None: ""}[git["dirty"]]
-    facts = [("status", record["status"]), ("profile", f"`{record['profile']}`"),
+    facts = [("status", status_line(record)), ("profile", f"`{record['profile']}`"),
              ("seeds", ", ".join(f"`{k}` = {v!r}" for k, v in record["seeds"].items()) or "none"),
              ("git commit", f"{commit}{dirty}"), ("started (UTC)", record["started"]),
-             ("finished (UTC)", record["finished"]), ("total wall time", f"{record['wall_seconds']:.1f} s"),
+             ("finished (UTC)", record["finished"] or "not yet"),
+             ("total wall time", f"{record['wall_seconds']:.1f} s" + (" so far" if record["finished"] is None else "")),
              ("notebooks selected", ", ".join(record["only"]) if record["only"] else "all"),
              ("kernel", record["kernel"] or "from notebook metadata")]
+    if record.get("overrides"):
+        facts.append(("parameters overridden", ", ".join(f"`{k}={v!r}`" for k, v in record["overrides"].items())))
     timings = [(link(nb["executed"], nb["stem"]) if nb["executed"] else nb["stem"], nb["status"],
                 "" if nb["wall_seconds"] is None else f"{nb['wall_seconds']:.1f}") for nb in record["notebooks"]]
     return "\n\n".join([
@@ -416,10 +637,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="run only notebooks whose stem starts so")
     parser.add_argument("--kernel", default="python3", help="kernelspec name (default: python3)")
     parser.add_argument("--notebooks-dir", type=Path, default=None, help="default: the repository's notebooks/")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="override a notebook parameter (a Python literal, e.g. -p timestep_stride 20)")
     args = parser.parse_args(argv)
-    record = run_batch(args.profile, notebooks_dir=args.notebooks_dir, only=args.only, kernel=args.kernel)
+    overrides = {name: parse_value(value) for name, value in args.parameter}
+    signal.signal(signal.SIGTERM, _terminate)  # so that `kill` ends the run through its finally blocks
+    record = run_batch(args.profile, notebooks_dir=args.notebooks_dir, only=args.only, kernel=args.kernel,
+                       overrides=overrides)
     print(f"{record['status']}: {paths.reports_dir(args.profile) / 'README.md'}", file=sys.stderr)
     return 0
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

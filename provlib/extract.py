@@ -61,11 +61,21 @@ def run(params: dict, splits, chunk: int, rank: int, world: int, local_rank: int
     return {split: study.features(params, split, chunk=chunk, progress=False) for split in splits}
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Sharded trajectory-feature extraction (torchrun-aware).")
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
-    ap.add_argument("--chunk", type=int, default=250, help="images per cached chunk")
+    ap.add_argument("--chunk", type=_positive, default=250, help="images per cached chunk")
     args = ap.parse_args(argv)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

@@ -130,6 +130,9 @@ def fp_allowed(max_fpr: float, n_neg: int) -> int:
     with the float comparison ``fpr <= max_fpr`` used by :func:`tpr_at_fpr`.
     """
     max_fpr = _check_max_fpr(max_fpr)
+    if isinstance(n_neg, bool) or not isinstance(n_neg, (int, np.integer)) or n_neg < 1:
+        raise ValueError(f"fp_allowed needs a positive number of negatives, got n_neg={n_neg!r}: "
+                         "no FPR can be measured without negatives")
     k = int(np.floor(max_fpr * n_neg))
     while (k + 1) / n_neg <= max_fpr:
         k += 1
@@ -192,6 +195,8 @@ def best_threshold(labels: ArrayLike, scores: ArrayLike) -> float:
 def asr(labels: ArrayLike, scores: ArrayLike, threshold: float) -> float:
     """Attack success rate: balanced accuracy of ``scores >= threshold``."""
     y, s = _check_binary(labels, scores)
+    if np.isnan(threshold):
+        raise ValueError("asr: threshold is NaN")
     return balanced_accuracy(y, (s >= threshold).astype(np.int64))
 
 
@@ -270,6 +275,9 @@ def binary_report(labels: ArrayLike, scores: ArrayLike, *, threshold: float,
     ``asr``, and ``<metric>_lo`` / ``<metric>_hi`` for every metric.
     """
     y, s = _check_binary(labels, scores)
+    if np.isnan(threshold):
+        raise ValueError("binary_report: threshold is NaN; pass the threshold chosen on training rows "
+                         "(best_threshold), +inf to predict nothing positive")
     fns: dict[str, MetricFn] = {"auc": auc}
     for f in fprs:
         _check_max_fpr(f)

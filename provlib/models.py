@@ -8,6 +8,7 @@ alike.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,10 +16,10 @@ from pathlib import Path
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
-from tqdm import tqdm
 
 from .data import check_images
-from .io import atomic_torch_save, atomic_write_text, torch_load
+from .io import atomic_write_text, load_state, save_state, tensor_sha256
+from .progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,10 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
                checkpoint_every: int = 50, progress: bool = True) -> tuple[UNet2DModel, DDPMScheduler, list]:
     """Train a DDPM on ``images`` (in [-1, 1]); return its EMA UNet, scheduler and loss history.
 
-    With ``checkpoint``, the training state is saved atomically every
-    ``checkpoint_every`` epochs and a re-run resumes from it: the result is the
-    same as an uninterrupted run (the RNG state is part of the checkpoint).
+    With ``checkpoint`` (a ``.safetensors`` path), the training state is saved
+    atomically every ``checkpoint_every`` epochs and a re-run resumes from it:
+    the result is the same as an uninterrupted run (the RNG state is part of
+    the checkpoint, which is stored pickle-free, see :func:`provlib.io.save_state`).
     """
     check_images(images, what="training images")
     scheduler = make_scheduler(cfg)
@@ -97,13 +99,13 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
     gen = torch.Generator().manual_seed(cfg.seed)
     state = {"epoch": 0, "step": 0, "history": []}
     if checkpoint is not None and Path(checkpoint).exists():
-        ck = torch_load(checkpoint)
+        ck = load_state(checkpoint)
         unet.load_state_dict(ck["unet"]); ema.load_state_dict(ck["ema"]); opt.load_state_dict(ck["opt"])
         gen.set_state(ck["gen"]); state = ck["state"]
     acp = scheduler.alphas_cumprod
     n, bs = len(images), cfg.batch_size
-    bar = tqdm(range(state["epoch"], cfg.epochs), desc="train DDPM", disable=not progress,
-               initial=state["epoch"], total=cfg.epochs)
+    bar = progress_bar(range(state["epoch"], cfg.epochs), desc="train DDPM (epochs)", enabled=progress,
+                       initial=state["epoch"], total=cfg.epochs)
     unet.train()
     for epoch in bar:
         perm, total = torch.randperm(n, generator=gen), 0.0
@@ -125,8 +127,8 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
         state["epoch"] = epoch + 1
         bar.set_postfix(loss=f"{state['history'][-1]:.4f}")
         if checkpoint is not None and (state["epoch"] % checkpoint_every == 0 or state["epoch"] == cfg.epochs):
-            atomic_torch_save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                               "gen": gen.get_state(), "state": state}, Path(checkpoint))
+            save_state(Path(checkpoint), {"unet": unet.state_dict(), "ema": ema.state_dict(),
+                                          "opt": opt.state_dict(), "gen": gen.get_state(), "state": state})
     ema.copy_to(unet.parameters())
     unet.eval()
     return unet, scheduler, state["history"]
@@ -141,47 +143,127 @@ def save_model(unet: UNet2DModel, scheduler: DDPMScheduler, directory: str | Pat
     return directory
 
 
-def load_model(source: str | Path, *, device: str | torch.device | None = None,
-               **hub_kwargs) -> tuple[UNet2DModel, DDPMScheduler]:
+def model_fingerprint(unet: torch.nn.Module) -> str:
+    """Content hash of a model: its configuration and every weight's name, dtype, shape and bytes.
+
+    Equal fingerprints mean the same function; every artifact computed from a
+    model is cached under its fingerprint, so a retrained model never reuses
+    another's features.
+    """
+    h = hashlib.sha256()
+    config = {k: v for k, v in dict(getattr(unet, "config", {})).items() if not k.startswith("_")}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, t in sorted(unet.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor_sha256(t).encode())
+    return h.hexdigest()[:16]
+
+
+class ModelSourceError(FileNotFoundError):
+    """A model source that is neither a usable local directory nor a reachable hub checkpoint."""
+
+
+def load_model(source: str | Path, *, scheduler: DDPMScheduler | None = None,
+               device: str | torch.device | None = None, **hub_kwargs) -> tuple[UNet2DModel, DDPMScheduler]:
     """Load ``(unet, scheduler)`` from a local directory or a hub id.
 
-    ``hub_kwargs`` (``revision``, ``cache_dir``, ``local_files_only``, ...) go
-    to diffusers' ``from_pretrained`` for hub ids.
-    A directory may hold a pipeline (``unet/`` + ``scheduler/``, as written by
-    :func:`save_model` or found on the hub) or a bare UNet (``config.json`` and
-    weights), which then gets the standard linear DDPM scheduler.
+    A local directory holds a pipeline (``unet/`` and ``scheduler/``, as written
+    by :func:`save_model` or found on the hub) or a bare UNet (``config.json``
+    and weights).  A bare UNet has no noise schedule: pass ``scheduler``.  A
+    pipeline without ``scheduler/scheduler_config.json`` is an error, never
+    silently given a default schedule.  A string that is not an existing path
+    but has the form ``owner/name`` is a hub id; ``hub_kwargs`` (``revision``,
+    ``cache_dir``, ``local_files_only``, ...) go to diffusers' ``from_pretrained``.
     """
     source = str(source)
-    local = Path(source)
-    looks_local = local.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
-    if looks_local:
-        if not local.is_dir():
-            raise FileNotFoundError(f"model directory not found: {local}")
-        if (local / "unet").is_dir():
-            unet_dir, sched_dir = local / "unet", local / "scheduler"
-        elif (local / "config.json").exists():
-            unet_dir, sched_dir = local, None
-        else:
-            raise FileNotFoundError(f"{local} holds no diffusers UNet (no unet/ folder and no config.json)")
-        unet = _load_unet(unet_dir)
-        if sched_dir is not None and (sched_dir / "scheduler_config.json").exists():
-            scheduler = DDPMScheduler.from_pretrained(sched_dir)
-        else:
-            scheduler = make_scheduler(TrainConfig())
-    else:  # a hub id: diffusers resolves and caches it (needs a network the first time)
-        unet = UNet2DModel.from_pretrained(source, subfolder="unet", **hub_kwargs)
-        scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **hub_kwargs)
+    local = Path(source).expanduser()
+    if local.exists() or not _is_hub_id(source):
+        unet, sched = _load_local(local, source)
+    else:
+        unet, sched = _load_hub(source, hub_kwargs)
+    if scheduler is not None:
+        sched = scheduler
+    elif sched is None:
+        raise ValueError(f"{local} holds a bare UNet (config.json and weights) but no noise schedule: pass "
+                         "scheduler=DDPMScheduler(...) with the schedule it was trained with, or load the "
+                         "pipeline directory that holds unet/ and scheduler/")
     unet.eval().requires_grad_(False)
     if device is not None:
         unet.to(device)
-    return unet, scheduler
+    return unet, sched
+
+
+def _is_hub_id(source: str) -> bool:
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except Exception:
+        return False
+    return not source.startswith((".", "~"))
+
+
+def _load_local(local: Path, source: str) -> tuple[UNet2DModel, DDPMScheduler | None]:
+    if not local.exists():
+        raise ModelSourceError(f"model directory not found: {source} (resolved to {local.resolve()})")
+    if not local.is_dir():
+        raise ModelSourceError(f"{source} is a file; a model is a directory in diffusers format "
+                               "(unet/ and scheduler/, or a bare UNet's config.json and weights)")
+    if (local / "unet").is_dir() or (local / "model_index.json").exists():
+        sched_file = local / "scheduler" / "scheduler_config.json"
+        if not (local / "unet").is_dir():
+            raise ModelSourceError(f"{local} has a model_index.json but no unet/ folder")
+        if not sched_file.exists():
+            raise ModelSourceError(f"pipeline directory {local} has no scheduler ({sched_file} is missing): "
+                                   "a model's noise schedule is part of the model; copy its scheduler/ "
+                                   "folder, or pass scheduler=... explicitly")
+        try:
+            sched = DDPMScheduler.from_pretrained(local / "scheduler")
+        except Exception as err:
+            raise ValueError(f"unreadable scheduler config {sched_file}: {err}") from err
+        return _load_unet(local / "unet"), sched
+    if (local / "config.json").exists():
+        return _load_unet(local), None
+    raise ModelSourceError(f"{local} holds no diffusers UNet (no unet/ folder and no config.json)")
+
+
+def _load_hub(source: str, hub_kwargs: dict) -> tuple[UNet2DModel, DDPMScheduler]:
+    try:
+        unet = UNet2DModel.from_pretrained(source, subfolder="unet", **hub_kwargs)
+        sched = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **hub_kwargs)
+    except OSError as err:
+        raise ModelSourceError(
+            f"{source!r} is not a local directory (no such path: {Path(source).resolve()}), so it was "
+            f"looked up as a hub id, and {hub_failure(err)}. For a local model, give an existing path "
+            f"(e.g. ./{source} from the right folder).") from err
+    return unet, sched
+
+
+def hub_failure(err: BaseException) -> str:
+    """Why a hub lookup failed, from the chain of exceptions diffusers and huggingface_hub raise."""
+    from huggingface_hub import errors
+
+    chain, seen = [], err
+    while seen is not None and len(chain) < 20:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(e, errors.RepositoryNotFoundError) for e in chain):
+        return "the hub has no such repository (or it is private or gated)"
+    if any(isinstance(e, (errors.RevisionNotFoundError,)) for e in chain):
+        return "the hub has no such revision of it"
+    if any(isinstance(e, errors.LocalEntryNotFoundError) for e in chain):
+        return ("the hub could not be reached (offline, or HF_HUB_OFFLINE / local_files_only set) and it "
+                "is not in the local hub cache")
+    if any(isinstance(e, errors.EntryNotFoundError) for e in chain):
+        return "the hub repository has no diffusers UNet (no unet/config.json): not a diffusers pipeline"
+    return f"the hub lookup failed: {err}"
 
 
 def _load_unet(directory: Path) -> UNet2DModel:
     weights = [p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin")]
     if not weights:
-        raise FileNotFoundError(f"no weights (.safetensors or .bin) in {directory}")
-    try:
+        raise ModelSourceError(f"no weights (.safetensors or .bin) in {directory}")
+    try:  # .bin files are read by diffusers with torch.load(weights_only=True): no code runs either way
         return UNet2DModel.from_pretrained(directory)
     except Exception as err:
         raise ValueError(f"corrupt or incompatible checkpoint in {directory}: {err}") from err

@@ -42,10 +42,44 @@ MODELS: dict[str, TrainConfig] = {
 }
 
 
+# what each parameter must be: (type, lower bound, upper bound, description); bounds inclusive unless noted
+RULES: dict[str, tuple] = {
+    "seed": (int, 0, None, "a non-negative integer"),
+    "n_member": (int, 1, None, "a positive integer"),
+    "n_heldout": (int, 1, None, "a positive integer"),
+    "n_external": (int, 1, None, "a positive integer"),
+    "n_generated": (int, 1, None, "a positive integer"),
+    "sampler_steps": (int, 1, 1000, "an integer in 1..1000"),
+    "timestep_stride": (int, 1, 999, "an integer in 1..999 (the grid is every stride-th step of 0..999)"),
+    "probe_train_frac": (float, 0.0, 1.0, "a number strictly between 0 and 1"),
+    "n_bootstrap": (int, 1, None, "a positive integer"),
+}
+
+
+def check_parameter(name: str, value):
+    """``value`` if it is valid for parameter ``name`` (see :data:`RULES`), else a ValueError naming both."""
+    if name == "profile":
+        if value not in PROFILES:
+            raise ValueError(f"unknown profile {value!r}; choose from {sorted(PROFILES)}")
+        return value
+    kind, lo, hi, what = RULES[name]
+    ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
+    if isinstance(value, bool) or not ok_type:
+        raise ValueError(f"parameter {name} must be {what}, got {value!r} ({type(value).__name__})")
+    if kind is float:
+        inside = lo < value < hi
+    else:
+        inside = (lo is None or value >= lo) and (hi is None or value <= hi)
+    if not inside:
+        raise ValueError(f"parameter {name} must be {what}, got {value!r}")
+    return value
+
+
 def get_profile(name: str, **overrides) -> dict:
     """A copy of profile ``name`` with ``overrides`` (``None`` values keep the profile's).
 
-    Unknown profile or parameter names are an error.
+    Unknown profile or parameter names, and values out of range (a zero
+    stride, a negative count, a fraction outside (0, 1)), are an error.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if name not in PROFILES:
@@ -55,4 +89,6 @@ def get_profile(name: str, **overrides) -> dict:
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)} for profile {name!r}; known: {sorted(params)}")
     params.update(overrides)
+    for key, value in overrides.items():
+        check_parameter(key, value)
     return params

@@ -12,8 +12,9 @@ from typing import Sequence
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
-from tqdm import tqdm
 
+from .checks import positive_int
+from .progress import progress_bar
 from .trajectory import default_device, noise_seed
 
 SAMPLERS = ("ddpm", "ddim")
@@ -24,6 +25,7 @@ def _scheduler_for(method: str, scheduler, num_inference_steps: int):
         raise ValueError(f"unknown sampler {method!r}; choose from {SAMPLERS}")
     cls = DDPMScheduler if method == "ddpm" else DDIMScheduler
     sched = cls.from_config(scheduler.config)
+    positive_int(num_inference_steps, "num_inference_steps")
     if not 1 <= num_inference_steps <= sched.config.num_train_timesteps:
         raise ValueError(f"num_inference_steps must lie in [1, {sched.config.num_train_timesteps}], "
                          f"got {num_inference_steps}")
@@ -32,10 +34,11 @@ def _scheduler_for(method: str, scheduler, num_inference_steps: int):
 
 
 @torch.inference_mode()
-def _sample_batch(unet, sched, method: str, ids: Sequence[int], seed: int, shape, device) -> torch.Tensor:
+def _sample_batch(unet, sched, method: str, ids: Sequence[int], seed: int, shape, device, bar) -> torch.Tensor:
     gens = [torch.Generator().manual_seed(noise_seed(seed, i, -1)) for i in ids]
     x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
     for t in sched.timesteps:
+        bar.update(len(ids))
         eps = unet(x, t.to(device)).sample
         if method == "ddpm":  # a list of CPU generators: diffusers draws each sample's noise from its own
             x = sched.step(eps, t, x, generator=gens).prev_sample
@@ -47,15 +50,22 @@ def _sample_batch(unet, sched, method: str, ids: Sequence[int], seed: int, shape
 def sample(unet, scheduler, n: int, *, method: str = "ddpm", num_inference_steps: int = 1000, seed: int = 0,
            ids: Sequence[int] | None = None, batch_size: int = 250, device=None,
            progress: bool = False) -> torch.Tensor:
-    """Draw ``n`` images in [-1, 1] (N, C, H, W) from ``unet`` with DDPM (ancestral) or DDIM (eta 0)."""
-    if n <= 0:
-        raise ValueError(f"number of samples must be positive, got {n}")
+    """Draw ``n`` images in [-1, 1] (N, C, H, W) from ``unet`` with DDPM (ancestral) or DDIM (eta 0).
+
+    The progress bar counts sample-steps (images x denoising steps).
+    """
+    n = positive_int(n, "number of samples n")
+    batch_size = positive_int(batch_size, "batch_size")
     ids = np.arange(n) if ids is None else np.asarray(ids)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} samples")
     device = torch.device(device) if device is not None else default_device()
     unet.to(device).eval()
     sched = _scheduler_for(method, scheduler, num_inference_steps)
     cfg = unet.config
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
-    out = [_sample_batch(unet, sched, method, ids[s:s + batch_size], seed, shape, device)
-           for s in tqdm(range(0, n, batch_size), desc=f"{method} sampling", disable=not progress)]
+    with progress_bar(desc=f"{method} sampling ({num_inference_steps} steps)", total=n * len(sched.timesteps),
+                      enabled=progress, unit="img-step") as bar:
+        out = [_sample_batch(unet, sched, method, ids[s:s + batch_size], seed, shape, device, bar)
+               for s in range(0, n, batch_size)]
     return torch.cat(out)

@@ -3,27 +3,30 @@
 Each function maps a profile's parameters (see :mod:`provlib.profiles`) to one
 artifact: the split manifest, the image sets, the target model, its generated
 samples, the trajectory features.  Everything heavy is cached under
-``paths.cache_dir()`` keyed by the configuration it depends on, so a re-run
-reuses it and a changed parameter recomputes only what depends on it.
+``paths.cache_dir()`` keyed by what it depends on: the content hash of the
+model weights (:func:`provlib.models.model_fingerprint`), of the input images,
+the parameters, and the :func:`provlib.io.code_version` of the code that
+computed it.  A re-run reuses it; a changed parameter, a retrained model or a
+changed kernel recomputes only what depends on it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from . import paths
+from . import models, paths, persample, sampling, trajectory
+from .checks import positive_int
 from .data import ImageSet, SplitManifest, load_embedded, make_manifest
-from .io import artifact_dir, cached_tensors
-from .models import TrainConfig, load_model, save_model, train_ddpm
+from .io import artifact_dir, cache_path, cached, code_version, replace_dir, tensor_sha256
+from .models import TrainConfig, load_model, model_fingerprint, save_model, train_ddpm
 from .profiles import MODELS
+from .progress import progress_bar
 from .sampling import sample
 from .trajectory import FEATURES, trajectory_features
 
@@ -42,8 +45,12 @@ def manifest(params: dict) -> SplitManifest:
     sizes = {"member": (MEMBER_DATASET, params["n_member"]),
              "heldout": (MEMBER_DATASET, params["n_heldout"]),
              "external": (EXTERNAL_DATASET, params["n_external"])}
-    pools = {name: len(_embedded(name)) for name in (MEMBER_DATASET, EXTERNAL_DATASET)}
-    return make_manifest(sizes, params["seed"], pools)
+    return make_manifest(sizes, params["seed"], pool_sizes())
+
+
+def pool_sizes() -> dict[str, int]:
+    """Number of images of each embedded dataset the study draws from."""
+    return {name: len(_embedded(name)) for name in (MEMBER_DATASET, EXTERNAL_DATASET)}
 
 
 def image_sets(params: dict) -> dict[str, ImageSet]:
@@ -67,6 +74,11 @@ def embedded_model_dir(profile: str) -> Path:
     return paths.EMBEDDED_MODELS_DIR / profile
 
 
+def shipped_matches(params: dict) -> bool:
+    """Whether the model shipped for the profile was trained with exactly this configuration."""
+    return _recorded_config(embedded_model_dir(params["profile"])) == json.loads(json.dumps(model_config(params)))
+
+
 def target_model(params: dict, *, retrain: bool = False, progress: bool = True):
     """``(unet, scheduler)`` of the profile's target model.
 
@@ -75,26 +87,47 @@ def target_model(params: dict, *, retrain: bool = False, progress: bool = True):
     from a checkpoint if a previous training was interrupted).
     ``retrain=True`` ignores both and trains from scratch.
     """
+    if not retrain and shipped_matches(params):
+        return load_model(embedded_model_dir(params["profile"]))
+    return load_model(trained_model_dir(params, retrain=retrain, progress=progress))
+
+
+def trained_model_dir(params: dict, *, retrain: bool = False, progress: bool = True) -> Path:
+    """The cache directory of the target model trained by this code, training it first if needed.
+
+    Keyed by the model configuration and the training code's version.  The
+    directory appears complete or not at all (built beside, then renamed).
+    """
     cfg = model_config(params)
-    shipped = embedded_model_dir(params["profile"])
-    if not retrain and _recorded_config(shipped) == json.loads(json.dumps(cfg)):
-        return load_model(shipped)
-    d = artifact_dir("model", cfg)
+    d = artifact_dir("model", {**cfg, "code": code_version(models)})
+    ckpt = d / "train_state.safetensors"
     if retrain:
-        for stale in (d / "model", d / "train_state.pt"):
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        shutil.rmtree(d / "model", ignore_errors=True)
+        ckpt.unlink(missing_ok=True)
     if not (d / "model" / "model_index.json").exists():
         members = image_sets(params)["member"]
-        unet, scheduler, history = train_ddpm(members.images, train_config(params),
-                                              checkpoint=d / "train_state.pt", progress=progress)
+        unet, scheduler, history = train_ddpm(members.images, train_config(params), checkpoint=ckpt,
+                                              progress=progress)
         info = {"config": cfg, "loss_history": history,
                 "command": f"python -m provlib.train --profile {params['profile']} --retrain --embed"}
-        tmp = d / "model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(unet, scheduler, tmp, info)
-        manifest(params).save(tmp / "splits.json")
-        os.replace(tmp, d / "model")
-    return load_model(d / "model")
+
+        def write(tmp: Path) -> None:
+            save_model(unet, scheduler, tmp, info)
+            manifest(params).save(tmp / "splits.json")
+
+        replace_dir(d / "model", write)
+    return d / "model"
+
+
+def embed_model(src: Path, profile: str) -> Path:
+    """Copy a trained model directory over the shipped one, replacing it only once the copy is complete."""
+    src, dst = Path(src), embedded_model_dir(profile)
+    if not (src / "model_index.json").exists():
+        raise FileNotFoundError(f"no trained model to embed at {src}; the shipped model {dst} is left as it is")
+    if src.resolve() == dst.resolve():
+        return dst
+    load_model(src)  # refuse to ship what does not load
+    return replace_dir(dst, lambda new: shutil.copytree(src, new))
 
 
 def _recorded_config(model_dir: Path) -> dict | None:
@@ -102,35 +135,31 @@ def _recorded_config(model_dir: Path) -> dict | None:
     return json.loads(f.read_text())["config"] if f.exists() else None
 
 
-
 # ----------------------------------------------------------------------------- generated set and features
 
-def generated_config(params: dict) -> dict:
-    return {"model": model_config(params), "method": "ddpm", "steps": params["sampler_steps"],
-            "n": params["n_generated"], "seed": params["seed"]}
+def generated_config(params: dict, unet) -> dict:
+    """What the generated set depends on: the model's weights, the sampler's code, its settings."""
+    return {"model": model_fingerprint(unet), "code": code_version(sampling, trajectory), "method": "ddpm",
+            "steps": params["sampler_steps"], "n": params["n_generated"], "seed": params["seed"]}
 
 
 def generated(params: dict, *, progress: bool = True) -> ImageSet:
     """The target model's own DDPM samples (cached)."""
-    cfg = generated_config(params)
+    unet, scheduler = target_model(params, progress=progress)
+    cfg = generated_config(params, unet)
+    shape = (cfg["n"], unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
 
     def draw():
-        unet, scheduler = target_model(params, progress=progress)
-        return sample(unet, scheduler, cfg["n"], method="ddpm", num_inference_steps=cfg["steps"],
-                      seed=_stream_seed(params["seed"], "generated"), progress=progress)
+        return {"images": sample(unet, scheduler, cfg["n"], method="ddpm", num_inference_steps=cfg["steps"],
+                                 seed=_stream_seed(params["seed"], "generated"), progress=progress)}
 
-    images = cached_tensors("samples", cfg, draw)
+    images = cached("samples", cfg, draw, expect={"images": shape})["images"]
     return ImageSet("generated", images, np.arange(len(images)))
 
 
 def all_sets(params: dict, *, progress: bool = True) -> dict[str, ImageSet]:
     """member, heldout, external and generated image sets."""
     return {**image_sets(params), "generated": generated(params, progress=progress)}
-
-
-def timestep_grid(params: dict) -> np.ndarray:
-    """The trajectory grid: every ``timestep_stride``-th step of 0..999."""
-    return np.arange(0, 1000, params["timestep_stride"])
 
 
 def _stream_seed(seed: int, stream: str) -> int:
@@ -147,36 +176,52 @@ def features(params: dict, split: str, *, chunk: int = 250, shard: tuple[int, in
     """Trajectory features of one split on the profile's grid: {name: (N, T)}.
 
     Computed in chunks of ``chunk`` images, each cached atomically under a key
-    of (model, source, image ids, grid, seed): an interrupted run resumes at
-    the first missing chunk, and chunks do not depend on each other.  With
-    ``shard=(rank, world_size)`` only every world_size-th chunk from ``rank``
-    is computed and nothing is returned (see :mod:`provlib.extract`).
+    of (model weights, kernel code, source, image content and ids, grid,
+    seed): an interrupted run resumes at the first missing chunk, and chunks
+    do not depend on each other.  A loaded chunk must hold exactly the rows of
+    its images.  With ``shard=(rank, world_size)`` only every world_size-th
+    chunk from ``rank`` is computed and nothing is returned (see
+    :mod:`provlib.extract`).
     """
-    sets = all_sets(params, progress=progress) if split == "generated" else image_sets(params)
-    if split not in sets:
-        raise ValueError(f"unknown split {split!r}; choose from {sorted(sets) + ['generated']}")
-    images, grid = sets[split], timestep_grid(params)
-    source = _source_of(params, split)
+    chunk = positive_int(chunk, "chunk")
+    splits = [*manifest(params).indices, "generated"]
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r}; choose from {splits}")
+    images = generated(params, progress=progress) if split == "generated" else image_sets(params)[split]
+    grid, source = timestep_grid(params), _source_of(params, split)
+    unet, scheduler = target_model(params, progress=progress)
     seed = _stream_seed(params["seed"], source)
-    base = {"model": model_config(params), "source": source, "grid": grid.tolist(), "seed": seed,
-            "features": FEATURES}
-    model = []  # loaded on the first chunk missing from the cache, then reused
-
-    def compute(part: ImageSet) -> dict[str, torch.Tensor]:
-        if not model:
-            model.extend(target_model(params, progress=False))
-        return trajectory_features(*model, part.images, grid, seed=seed, ids=part.ids, device=device)
-
+    base = {"model": model_fingerprint(unet), "code": code_version(trajectory, persample), "source": source,
+            "grid": grid.tolist(), "seed": seed, "features": FEATURES}
     starts = list(range(0, len(images), chunk))
     mine = starts if shard is None else starts[shard[0]::shard[1]]
-    parts = []
-    for start in tqdm(mine, desc=f"features {split}", disable=not progress):
-        part = images.subset(np.arange(start, min(start + chunk, len(images))))
-        cfg = {**base, "ids_sha256": hashlib.sha256(part.ids.tobytes()).hexdigest()}
-        parts.append(cached_tensors("features", cfg, lambda: compute(part)))
+    parts = [images.subset(np.arange(s, min(s + chunk, len(images)))) for s in mine]
+    keys = [{**base, "ids_sha256": hashlib.sha256(p.ids.tobytes()).hexdigest(),
+             "images_sha256": tensor_sha256(p.images)} for p in parts]
+    todo = sum(len(p) * len(grid) for p, k in zip(parts, keys) if not cache_path("features", k).exists())
+    out = []
+    with progress_bar(desc=f"features {split} ({len(grid)} timesteps)", total=todo, enabled=progress and todo > 0,
+                      unit="row") as bar:
+        for part, key in zip(parts, keys):
+            def compute(part=part):
+                feats = trajectory_features(unet, scheduler, part.images, grid, seed=seed, ids=part.ids,
+                                            device=device, callback=bar.update)
+                return {**feats, "ids": torch.as_tensor(part.ids)}
+
+            shapes = {**{f: (len(part), len(grid)) for f in FEATURES}, "ids": (len(part),)}
+            got = cached("features", key, compute, expect=shapes)
+            if not torch.equal(got["ids"], torch.as_tensor(part.ids)):
+                raise ValueError(f"cached features {cache_path('features', key)} hold other image ids than "
+                                 "their key; delete the file to recompute it")
+            out.append(got)
     if shard is not None:
         return None
-    return {f: torch.cat([p[f] for p in parts]) for f in FEATURES}
+    return {f: torch.cat([p[f] for p in out]) for f in FEATURES}
+
+
+def timestep_grid(params: dict) -> np.ndarray:
+    """The trajectory grid: every ``timestep_stride``-th step of 0..999."""
+    return np.arange(0, 1000, positive_int(params["timestep_stride"], "timestep_stride"))
 
 
 def train_mask(n: int, frac: float, seed: int, stream: str) -> np.ndarray:

@@ -16,16 +16,16 @@ across processes.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch.func import functional_call, grad, vmap
-from tqdm import tqdm
-
-from .data import check_images
+from .checks import names, positive_int
+from .data import check_fits_model, check_images
 from .persample import PerSampleGradNorms
+from .progress import progress_bar
 from .runtime import keep_freed_memory
 
 FEATURES = ("loss", "grad_x", "grad_theta")
@@ -57,11 +57,24 @@ def seeded_noise(ids: Sequence[int], timesteps: Sequence[int], shape: Sequence[i
 
 
 def check_timesteps(timesteps: Iterable[int], num_train_timesteps: int) -> torch.Tensor:
-    ts = torch.as_tensor(list(timesteps) if not torch.is_tensor(timesteps) else timesteps).long().flatten()
-    if ts.numel() == 0:
+    """The grid as a 1-D long tensor, if it is a non-empty set of distinct integers in [0, T)."""
+    if isinstance(timesteps, (str, bytes)) or not isinstance(timesteps, (Iterable, torch.Tensor)):
+        raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
+    arr = np.asarray(timesteps.cpu() if torch.is_tensor(timesteps) else list(timesteps))
+    if arr.size == 0:
         raise ValueError("empty timestep grid")
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"timesteps must be integers, got {arr.dtype} values {arr.flatten()[:5].tolist()}")
+    raw = torch.as_tensor(arr).flatten()
+    if raw.is_floating_point() and not torch.equal(raw, raw.round()):
+        bad = raw[raw != raw.round()]
+        raise ValueError(f"timesteps must be integers, got {bad[:5].tolist()}")
+    ts = raw.long()
     if int(ts.min()) < 0 or int(ts.max()) >= num_train_timesteps:
         raise ValueError(f"timesteps must lie in [0, {num_train_timesteps}), got [{int(ts.min())}, {int(ts.max())}]")
+    uniq, counts = torch.unique(ts, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"timesteps repeat {uniq[counts > 1][:5].tolist()}: each timestep is one feature column")
     return ts
 
 
@@ -145,7 +158,8 @@ def _kernel_for(features: Sequence[str], method: str):
 def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noise: torch.Tensor | None = None,
                         seed: int = 0, ids: Sequence[int] | None = None, features: Sequence[str] = FEATURES,
                         batch_size: int = 64, device: str | torch.device | None = None,
-                        method: str = "hooks", progress: bool = False) -> dict[str, torch.Tensor]:
+                        method: str = "hooks", progress: bool = False,
+                        callback: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
     """Per-sample, per-timestep trajectory features.
 
     Returns a dict mapping each name in ``features`` to a float32 CPU tensor of
@@ -157,21 +171,28 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
     ``method`` picks how ||grad_theta||^2 is computed: ``"hooks"`` (one
     backward, per-layer norms, see :mod:`provlib.persample`) or ``"func"``
     (``torch.func.vmap`` of per-sample gradients, any architecture).
+    ``callback(rows)`` is called after each batch with the number of
+    (image, timestep) rows it computed (for a caller's own progress bar).
+    Images must have the model's channels and size (see
+    :func:`provlib.data.check_fits_model`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     check_images(images)
-    unknown = set(features) - set(FEATURES)
-    if unknown or not features:
-        raise ValueError(f"unknown feature(s) {sorted(unknown)}; choose from {FEATURES}")
+    check_fits_model(images, unet)
+    features = names(features, "features", FEATURES)
+    batch_size = positive_int(batch_size, "batch_size")
     ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
     n, n_t = len(images), len(ts)
     ids = np.arange(n) if ids is None else np.asarray(ids)
     if len(ids) != n:
         raise ValueError(f"{len(ids)} ids for {n} images")
-    if noise is not None and tuple(noise.shape) != (n, n_t, *images.shape[1:]):
-        raise ValueError(f"noise must have shape (N, T, C, H, W) = {(n, n_t, *images.shape[1:])}, "
-                         f"got {tuple(noise.shape)}")
+    if noise is not None:
+        if tuple(noise.shape) != (n, n_t, *images.shape[1:]):
+            raise ValueError(f"noise must have shape (N, T, C, H, W) = {(n, n_t, *images.shape[1:])}, "
+                             f"got {tuple(noise.shape)}")
+        if not torch.isfinite(noise).all():
+            raise ValueError(f"noise contains {int((~torch.isfinite(noise)).sum())} NaN or infinite value(s)")
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
         keep_freed_memory()
@@ -180,7 +201,7 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
     acp = scheduler.alphas_cumprod.to(device=device, dtype=dtype)
     kernel = _kernel_for(features, method)
     out = {f: torch.empty(n * n_t) for f in features}
-    for start in tqdm(range(0, n * n_t, batch_size), desc="trajectory features", disable=not progress):
+    for start in progress_bar(range(0, n * n_t, batch_size), desc="trajectory features", enabled=progress):
         rows = torch.arange(start, min(start + batch_size, n * n_t))
         i, j = rows // n_t, rows % n_t
         if noise is None:
@@ -192,6 +213,8 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
         res = kernel(unet, acp, x0, eps.to(device=device, dtype=dtype), ts[j].to(device))
         for f in features:
             out[f][rows] = res[f].detach().float().cpu()
+        if callback is not None:
+            callback(len(rows))
     return {f: v.view(n, n_t) for f, v in out.items()}
 
 

@@ -86,9 +86,12 @@ def test_manifest_roundtrip_and_tamper_detection(tmp_path):
 def test_image_folder_loader(tmp_path):
     for i, value in enumerate((0, 128, 255)):
         Image.fromarray(np.full((20, 20, 3), value, dtype=np.uint8)).save(tmp_path / f"img{i}.png")
-    s = data.load_image_folder(tmp_path, size=8, channels=3)
+    s = data.load_image_folder(tmp_path, size=8, channels=3, resize=True)
     assert s.images.shape == (3, 3, 8, 8)
     assert s.images[0].max() == -1.0 and s.images[2].min() == 1.0
+    kept = data.load_image_folder(tmp_path, channels=1)  # no size asked: the files' own size, grey
+    assert kept.images.shape == (3, 1, 20, 20)
+    torch.testing.assert_close(kept.images[1], torch.full((1, 20, 20), 128 / 127.5 - 1))
     with pytest.raises(ValueError, match="no image files"):
         data.load_image_folder(_empty(tmp_path), 8)
 

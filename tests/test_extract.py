@@ -44,7 +44,7 @@ def test_two_process_torchrun_equals_one_process(single_process_cache, tmp_path,
 def test_a_killed_run_resumes_to_the_same_result(single_process_cache, tmp_path, monkeypatch):
     proc = subprocess.Popen([sys.executable, *ARGS], env=_env(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    chunks = lambda: list((tmp_path / "features").glob("*/result.pt"))
+    chunks = lambda: list((tmp_path / "features").glob("*/result.safetensors"))
     deadline = time.time() + 120
     while len(chunks()) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

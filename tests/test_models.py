@@ -36,9 +36,12 @@ def test_save_and_load_a_local_directory_in_diffusers_format(images, tmp_path):
     x, t = images[:2], torch.tensor([10, 500])
     torch.testing.assert_close(unet2(x, t).sample, unet(x, t).sample)
     assert sched2.config.num_train_timesteps == 1000
-    # a bare UNet folder (config.json + weights) also loads, with the standard scheduler
-    unet3, _ = load_model(tmp_path / "m" / "unet")
+    # a bare UNet folder (config.json + weights) loads with the schedule the caller names, never a default
+    with pytest.raises(ValueError, match="bare UNet.*no noise schedule"):
+        load_model(tmp_path / "m" / "unet")
+    unet3, sched3 = load_model(tmp_path / "m" / "unet", scheduler=sched)
     torch.testing.assert_close(unet3(x, t).sample, unet(x, t).sample)
+    assert sched3 is sched
     # and diffusers' own pipeline class reads what we wrote, as it reads a hub checkpoint
     from diffusers import DDPMPipeline
     assert isinstance(DDPMPipeline.from_pretrained(tmp_path / "m").unet, type(unet))

@@ -31,7 +31,7 @@ def test_the_tiny_profile_uses_the_shipped_model_without_training(cache):
 def test_features_are_cached_per_chunk_and_a_rerun_resumes(cache):
     params = get_profile("tiny", timestep_stride=250)
     first = study.features(params, "heldout", chunk=100, progress=False)
-    chunks = sorted((cache / "features").glob("*/result.pt"))
+    chunks = sorted((cache / "features").glob("*/result.safetensors"))
     assert len(chunks) == 3
     stamps = {c: c.stat().st_mtime_ns for c in chunks}
     chunks[1].unlink()  # as if the run had been killed before this chunk was written
@@ -45,13 +45,13 @@ def test_features_are_cached_per_chunk_and_a_rerun_resumes(cache):
 def test_a_changed_parameter_recomputes_only_what_depends_on_it(cache):
     params = get_profile("tiny", n_generated=8, sampler_steps=5, timestep_stride=500)
     study.features(params, "generated", progress=False)
-    samples = list((cache / "samples").glob("*/result.pt"))
+    samples = list((cache / "samples").glob("*/result.safetensors"))
     assert len(samples) == 1
     stamp = samples[0].stat().st_mtime_ns
     study.features({**params, "timestep_stride": 250}, "generated", progress=False)
-    assert list((cache / "samples").glob("*/result.pt")) == samples  # the samples were reused
+    assert list((cache / "samples").glob("*/result.safetensors")) == samples  # the samples were reused
     assert samples[0].stat().st_mtime_ns == stamp
-    assert len(list((cache / "features").glob("*/result.pt"))) == 2
+    assert len(list((cache / "features").glob("*/result.safetensors"))) == 2
 
 
 def test_probe_rows_split_by_seed_and_never_empty():
