@@ -3,6 +3,7 @@
 #   make test         run the test suite
 #   make reproduce    regenerate every figure and table (profile cpu) into figures/cpu and reports/cpu
 #   make tiny         the same with the seconds-long tiny profile (figures/tiny, reports/tiny)
+#   make notebooks    re-execute the committed notebooks in place (their tiny outputs, checked by nbval)
 #   make clean-cache  delete the config-keyed artifact cache (models, samples, features)
 #
 # torch is installed first and on its own so that pip settles on the CPU wheel
@@ -18,7 +19,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 CACHE_DIR ?= $(or $(PROVLIB_CACHE_DIR),.cache)
 
-.PHONY: venv test reproduce tiny clean-cache
+.PHONY: venv test reproduce tiny notebooks clean-cache
 
 venv: $(STAMP)
 
@@ -38,6 +39,9 @@ reproduce: venv
 
 tiny: venv
 	$(PY) -m provlib.batch --profile tiny
+
+notebooks: venv
+	$(PY) scripts/refresh_notebooks.py
 
 clean-cache:
 	rm -rf -- "$(CACHE_DIR)"

@@ -46,7 +46,8 @@ class ImageSet:
     labels: np.ndarray | None = None
 
     def __post_init__(self):
-        check_images(self.images, what=f"image set {self.name!r}")
+        # no range warning here: loaders convert to [-1, 1] themselves; the kernels warn on raw tensors
+        check_images(self.images, what=f"image set {self.name!r}", warn_range=False)
         self.ids = np.asarray(self.ids, dtype=np.int64)
         if len(self.ids) != len(self.images):
             raise ValueError(f"image set {self.name!r}: {len(self.ids)} ids for {len(self.images)} images")
@@ -70,8 +71,12 @@ class ImageSet:
         return ImageSet(name or self.name, self.images[torch.as_tensor(index)], self.ids[index], labels)
 
 
-def check_images(images, *, what: str = "images") -> None:
-    """Raise a ValueError naming the problem unless ``images`` is float NCHW in [-1, 1]."""
+def check_images(images, *, what: str = "images", warn_range: bool = True) -> None:
+    """Raise a ValueError naming the problem unless ``images`` is float NCHW in [-1, 1].
+
+    With ``warn_range``, a batch without a single negative pixel (images in
+    [0, 1] are the usual mistake) gives an :class:`ImageRangeWarning`.
+    """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{what}: expected a torch.Tensor, got {type(images).__name__}")
     if images.ndim != 4:
@@ -89,7 +94,7 @@ def check_images(images, *, what: str = "images") -> None:
     if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
         raise ValueError(f"{what}: values must lie in [-1, 1], found [{lo:.3g}, {hi:.3g}] "
                          "(images in [0, 1] or [0, 255] need to_model_range)")
-    if lo >= 0.0:
+    if warn_range and lo >= 0.0:
         warnings.warn(f"{what}: no pixel of these {images.shape[0]} image(s) is negative (range [{lo:.3g}, "
                       f"{hi:.3g}]): they look like images in [0, 1], but provlib expects [-1, 1]; "
                       "convert them with x * 2 - 1", ImageRangeWarning, stacklevel=3)

@@ -27,6 +27,9 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .checks import positive_int
+from .progress import progress_bar
+
 __all__ = ["LinearProbe", "log_features", "weights_by_family", "DEFAULT_CS", "RECIPES"]
 
 DEFAULT_CS = np.logspace(-4, 2, 13)
@@ -77,9 +80,12 @@ class LinearProbe:
     def __init__(self, recipe: str = "logreg", *, seed: int = 0, Cs: ArrayLike = DEFAULT_CS,
                  cv: int = 5, max_iter: int = 10_000, lr: float = 1e-3,
                  weight_decay: float = 10.0, batch_size: int = 50, epochs: int = 100,
-                 step_size: int = 5, gamma: float = 0.8) -> None:
+                 step_size: int = 5, gamma: float = 0.8, progress: bool = False) -> None:
         if recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+        batch_size, epochs = positive_int(batch_size, "batch_size"), positive_int(epochs, "epochs")
+        step_size, cv = positive_int(step_size, "step_size"), positive_int(cv, "cv")
+        self.progress = progress
         self.recipe, self.seed = recipe, seed
         self.Cs, self.cv, self.max_iter = Cs, cv, max_iter
         self.lr, self.weight_decay, self.batch_size = lr, weight_decay, batch_size
@@ -117,7 +123,7 @@ class LinearProbe:
         class_w = torch.as_tensor(len(yi) / (k * np.bincount(yi, minlength=k)), dtype=torch.float32)
         opt = torch.optim.AdamW(linear.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=self.step_size, gamma=self.gamma)
-        for _ in range(self.epochs):
+        for _ in progress_bar(range(self.epochs), desc="linear probe (AdamW epochs)", enabled=self.progress):
             for idx in torch.randperm(len(yt), generator=gen).split(self.batch_size):
                 loss = _balanced_loss(linear(Zt[idx]), yt[idx], class_w)
                 opt.zero_grad()

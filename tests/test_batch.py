@@ -2,8 +2,13 @@
 throw-away notebooks, with every output sent to temporary folders."""
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -22,10 +27,14 @@ label: str = "demo"  # no profile sets this: keeps its default
 '''
 
 DEMO_BODY = '''\
-import os, sys
+import json, os, sys
 import matplotlib
 import matplotlib.pyplot as plt
 from provlib import paths
+from provlib.progress import progress_bar
+
+for _ in progress_bar(range(3), desc="demo step"):  # relayed to the driver's terminal, not into the notebook
+    pass
 
 fig_dir, rep_dir = paths.figures_dir(profile), paths.reports_dir(profile)
 fig_dir.mkdir(parents=True, exist_ok=True)
@@ -33,7 +42,8 @@ fig, ax = plt.subplots(figsize=(1, 1))
 ax.plot([0, 1], [0, 1])
 fig.savefig(fig_dir / "01_demo_fig.png", dpi=20)
 rows = {"seed": seed, "label": label, "backend": matplotlib.get_backend().lower(),
-        "prefix": sys.prefix, "cwd": os.getcwd()}
+        "prefix": sys.prefix, "cwd": os.getcwd(),
+        "index status while running": json.loads((rep_dir / "run.json").read_text())["status"]}
 table = "| key | value |\\n|---|---|\\n" + "".join(f"| {k} | {v} |\\n" for k, v in rows.items())
 (rep_dir / "01_demo_table.md").write_text(table)
 '''
@@ -53,6 +63,8 @@ def notebooks_dir(tmp_path_factory) -> Path:
     write_notebook(folder / "01_demo.ipynb", DEMO_PARAMETERS, DEMO_BODY)
     write_notebook(folder / "02_broken.ipynb", 'profile: str = "tiny"  # profile name\n',
                    'raise RuntimeError("boom")\n')
+    write_notebook(folder / "03_sleep.ipynb", 'profile: str = "tiny"  # profile name\n',
+                   "import time\ntime.sleep(300)\n")
     write_notebook(folder / "scratch.ipynb", "", "")  # no leading digit: not part of the study
     return folder
 
@@ -68,15 +80,18 @@ def output_dir(tmp_path, monkeypatch) -> Path:
 def demo_run(notebooks_dir, tmp_path_factory) -> tuple[dict, Path]:
     """One real batch run of ``01_demo`` with the tiny profile: (record, output root)."""
     out = tmp_path_factory.mktemp("out")
+    terminal = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PROVLIB_OUTPUT_DIR", str(out))
         mp.setenv("PROVLIB_CACHE_DIR", str(out / "cache"))
-        record = batch.run_batch("tiny", notebooks_dir=notebooks_dir, only="01")
+        record = batch.run_batch("tiny", notebooks_dir=notebooks_dir, only="01", progress_stream=terminal)
+    (out / "terminal.txt").write_text(terminal.getvalue())
     return record, out
 
 
 def test_lists_only_digit_notebooks_in_order(notebooks_dir):
-    assert [p.name for p in batch.list_notebooks(notebooks_dir)] == ["01_demo.ipynb", "02_broken.ipynb"]
+    assert [p.name for p in batch.list_notebooks(notebooks_dir)] == ["01_demo.ipynb", "02_broken.ipynb",
+                                                                     "03_sleep.ipynb"]
 
 
 def test_unknown_profile_is_a_clear_error(notebooks_dir, output_dir):
@@ -124,7 +139,7 @@ def test_index_links_every_output_and_records_the_run(demo_run):
     saved = json.loads((out / "reports/tiny/run.json").read_text())
     assert saved["status"] == "ok" and saved["profile"] == "tiny" == record["profile"]
     assert saved["parameters"]["n_member"] == 100
-    demo, broken = saved["notebooks"]
+    demo, broken, _ = saved["notebooks"]
     assert demo["status"] == "ok" and demo["wall_seconds"] > 0 and demo["executed_fresh"]
     assert [t["path"] for t in demo["tables"]] == ["01_demo_table.md"]
     assert [f["path"] for f in demo["figures"]] == ["../../figures/tiny/01_demo_fig.png"]
@@ -143,3 +158,101 @@ def test_failing_notebook_is_recorded_then_raised(notebooks_dir, output_dir):
     assert "RuntimeError: boom" in saved["notebooks"][1]["error"]
     readme = (reports / "README.md").read_text()
     assert "**failed**" in readme and "](02_broken.failed.ipynb)" in readme
+
+
+def test_the_index_says_running_while_the_run_is_under_way(demo_run):
+    _, out = demo_run
+    assert "| index status while running | running |" in (out / "reports/tiny/01_demo_table.md").read_text()
+    assert json.loads((out / "reports/tiny/run.json").read_text())["status"] == "ok"
+
+
+def test_progress_goes_to_the_terminal_not_into_the_executed_notebook(demo_run):
+    _, out = demo_run
+    terminal = (out / "terminal.txt").read_text()
+    assert "demo step" in terminal and "3/3" in terminal
+    assert "[1/1] 01_demo.ipynb: ok in" in terminal
+    executed = nbformat.read(out / "reports/tiny/01_demo.ipynb", as_version=4)
+    texts = [o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert not any("demo step" in t for t in texts)
+    assert "PROVLIB_PROGRESS_FILE" not in os.environ  # the relay cleaned up after itself
+
+
+def test_overridden_parameters_reach_the_notebook_and_the_index(notebooks_dir, output_dir):
+    record = batch.run_batch("tiny", notebooks_dir=notebooks_dir, only="01", overrides={"label": "other"},
+                             progress_stream=io.StringIO())
+    assert "| label | other |" in (output_dir / "reports/tiny/01_demo_table.md").read_text()
+    assert record["overrides"] == {"label": "other"}
+    assert "-p label 'other'" in (output_dir / "reports/tiny/README.md").read_text()
+
+
+def test_a_second_run_on_the_same_folders_is_refused(notebooks_dir, output_dir):
+    with batch.batch_lock(output_dir / "reports" / "tiny"):
+        with pytest.raises(RuntimeError, match=f"another batch run \\(pid {os.getpid()}\\) is writing"):
+            batch.run_batch("tiny", notebooks_dir=notebooks_dir, only="01")
+
+
+def _start_sleeping_run(notebooks_dir, output_dir) -> subprocess.Popen:
+    env = {**os.environ, "PROVLIB_OUTPUT_DIR": str(output_dir), "PROVLIB_CACHE_DIR": str(output_dir / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "provlib.batch", "--profile", "tiny", "--notebooks-dir",
+                             str(notebooks_dir), "--only", "03"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = output_dir / "reports/tiny/.03_sleep.partial.ipynb"
+    deadline = time.time() + 120
+    while time.time() < deadline and not partial.exists():
+        time.sleep(0.2)
+    assert partial.exists(), "the sleeping notebook should be running"
+    time.sleep(1.0)
+    return proc
+
+
+def test_after_sigkill_the_index_says_running_and_the_next_run_cleans_up(notebooks_dir, output_dir):
+    batch.run_batch("tiny", notebooks_dir=notebooks_dir, only="01", progress_stream=io.StringIO())
+    reports = output_dir / "reports/tiny"
+    assert json.loads((reports / "run.json").read_text())["status"] == "ok"
+    proc = _start_sleeping_run(notebooks_dir, output_dir)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its kernel, as the OOM killer or a lost machine would
+    proc.wait()
+    saved = json.loads((reports / "run.json").read_text())
+    assert saved["status"] == "running"  # not the previous run's "ok"
+    assert [nb["status"] for nb in saved["notebooks"]] == ["skipped", "skipped", "pending"]
+    assert "If no batch run is alive, this run was killed" in (reports / "README.md").read_text()
+    assert (reports / ".03_sleep.partial.ipynb").exists()
+    batch.run_batch("tiny", notebooks_dir=notebooks_dir, only="01", progress_stream=io.StringIO())
+    assert not list(reports.glob(".*.partial.ipynb"))  # the killed run's leftovers are gone
+    assert json.loads((reports / "run.json").read_text())["status"] == "ok"
+
+
+def test_sigterm_ends_the_run_as_interrupted(notebooks_dir, output_dir):
+    proc = _start_sleeping_run(notebooks_dir, output_dir)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    os.killpg(proc.pid, signal.SIGKILL) if _alive(proc.pid) else None
+    saved = json.loads((output_dir / "reports/tiny/run.json").read_text())
+    assert saved["status"] == "interrupted (03_sleep)"
+    assert saved["notebooks"][2]["status"] == "interrupted"
+    assert not (output_dir / "reports/tiny/03_sleep.ipynb").exists()
+
+
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_every_notebook_parameter_is_visible_to_papermill():
+    """papermill parses each assignment of the parameters cell (an annotation it cannot read, such as
+    ``int | None``, hides the parameter from --help-notebook and from the driver's checks)."""
+    import papermill
+
+    from provlib import paths
+    from provlib.profiles import PROFILES
+
+    for nb in batch.list_notebooks(paths.NOTEBOOKS_DIR):
+        cell = next(c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        assigned = [line.split("=")[0].split(":")[0].strip() for line in cell.source.splitlines()
+                    if "=" in line and not line.lstrip().startswith("#")]
+        declared = papermill.inspect_notebook(str(nb))
+        assert sorted(declared) == sorted(assigned), nb.name
+        assert set(PROFILES["cpu"]) <= set(declared), nb.name

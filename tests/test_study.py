@@ -59,3 +59,39 @@ def test_probe_rows_split_by_seed_and_never_empty():
     assert m.sum() == 5 and (m == study.train_mask(10, 0.5, seed=0, stream="x")).all()
     with pytest.raises(ValueError, match="empty"):
         study.train_mask(1, 0.5, seed=0, stream="x")
+
+
+def test_a_retrained_model_never_reuses_the_old_features(cache, monkeypatch):
+    params = get_profile("tiny", n_heldout=20, timestep_stride=500)
+    first = study.features(params, "heldout", progress=False)
+    unet, sched = study.target_model(params)
+    with torch.no_grad():  # "retrained": same configuration, other weights
+        for p in unet.parameters():
+            p.add_(0.01)
+    monkeypatch.setattr(study, "target_model", lambda params, **kw: (unet, sched))
+    second = study.features(params, "heldout", progress=False)
+    assert not torch.equal(first["loss"], second["loss"])
+    assert len(list((cache / "features").glob("*/result.safetensors"))) == 2
+
+
+def test_a_changed_kernel_never_reuses_the_old_features(cache, monkeypatch):
+    params = get_profile("tiny", n_heldout=20, timestep_stride=500)
+    study.features(params, "heldout", progress=False)
+    real = study.code_version
+    monkeypatch.setattr(study, "code_version", lambda *mods: real(*mods) + "-edited")
+    study.features(params, "heldout", progress=False)
+    assert len(list((cache / "features").glob("*/result.safetensors"))) == 2
+
+
+def test_a_cached_chunk_must_hold_the_rows_of_its_images(cache):
+    from provlib import io
+    params = get_profile("tiny", n_heldout=20, timestep_stride=500)
+    study.features(params, "heldout", progress=False)
+    (chunk,) = list((cache / "features").glob("*/result.safetensors"))
+    tensors, meta = io.load_tensors(chunk)
+    io.save_tensors(chunk, {**tensors, "loss": tensors["loss"][:10]}, meta)  # rows missing
+    with pytest.raises(io.ArtifactError, match="entry 'loss' has shape \\(10, 2\\), expected \\(20, 2\\)"):
+        study.features(params, "heldout", progress=False)
+    io.save_tensors(chunk, {**tensors, "ids": tensors["ids"] + 1}, meta)  # other images' rows
+    with pytest.raises(ValueError, match="hold other image ids than their key"):
+        study.features(params, "heldout", progress=False)
