@@ -16,8 +16,8 @@ import time
 import torch
 
 from provlib import study
-from provlib.profiles import get_profile
-from provlib.trajectory import trajectory_features
+from provlib.study.profiles import get_profile
+from provlib.kernels.trajectory import trajectory_features
 
 
 def main(argv=None) -> None:

@@ -32,7 +32,7 @@ import torch
 from provlib.models import TrainConfig, UNetConfig, build_unet, load_model, make_scheduler
 from provlib.paths import EMBEDDED_MODELS_DIR
 from provlib.runtime import keep_freed_memory
-from provlib.trajectory import reference_features, seeded_noise, trajectory_features
+from provlib.kernels.trajectory import reference_features, seeded_noise, trajectory_features
 
 VARIANTS = ("a_forward", "b_loss", "c_loss_gradx", "d_all_hooks", "d_all_func", "e_loop")
 

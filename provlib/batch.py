@@ -56,7 +56,7 @@ import papermill
 
 from . import paths, progress
 from .io import atomic_write_text
-from .profiles import PROFILES, RULES, check_parameter, get_profile
+from .study.profiles import PROFILES, RULES, check_parameter, get_profile
 
 TABLE_SUFFIXES = (".md", ".csv")
 FIGURE_SUFFIXES = (".png", ".pdf")

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from . import study
-from .profiles import get_profile
+from .study.profiles import get_profile
 
 SPLITS = ("member", "heldout", "external", "generated")
 

@@ -11,7 +11,7 @@ pages) and about 10% of its time (benchmarks/NOTES.md, attempt 20).
 :func:`keep_freed_memory` fixes the threshold at 32 MiB and stops ``free`` from
 trimming the heap, so freed blocks are reused by the next batch.  The process
 keeps its peak heap instead of returning it to the system.  It is called once
-by :func:`provlib.trajectory.trajectory_features` on CPU; set
+by :func:`provlib.kernels.trajectory.trajectory_features` on CPU; set
 ``PROVLIB_KEEP_FREED_MEMORY=0`` to leave ``malloc`` alone.
 """
 from __future__ import annotations

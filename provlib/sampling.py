@@ -15,7 +15,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from .checks import positive_int
 from .progress import progress_bar
-from .trajectory import default_device, noise_seed
+from .kernels.trajectory import default_device, noise_seed
 
 SAMPLERS = ("ddpm", "ddim")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from .profiles import get_profile
+from .study.profiles import get_profile
 from .study import embed_model, embedded_model_dir, shipped_matches, trained_model_dir
 
 

@@ -24,9 +24,9 @@ from PIL import Image
 from provlib import batch, data, io, metrics, paths, study
 from provlib.data import ImageRangeWarning, SplitManifest
 from provlib.models import TrainConfig, UNetConfig, build_unet, load_model, make_scheduler, save_model, train_ddpm
-from provlib.profiles import get_profile
+from provlib.study.profiles import get_profile
 from provlib.sampling import sample
-from provlib.trajectory import trajectory_features
+from provlib.kernels.trajectory import trajectory_features
 
 SIZE = 8
 

@@ -247,7 +247,7 @@ def test_every_notebook_parameter_is_visible_to_papermill():
     import papermill
 
     from provlib import paths
-    from provlib.profiles import PROFILES
+    from provlib.study.profiles import PROFILES
 
     for nb in batch.list_notebooks(paths.NOTEBOOKS_DIR):
         cell = next(c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", []))

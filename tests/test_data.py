@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from provlib import data, paths
-from provlib.profiles import get_profile
+from provlib.study.profiles import get_profile
 from provlib import study
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from provlib import study
-from provlib.profiles import get_profile
+from provlib.study.profiles import get_profile
 
 SPLITS = ["heldout", "generated"]
 ARGS = ["-m", "provlib.extract", "--profile", "tiny", "--chunk", "50", "--splits", *SPLITS]

@@ -11,7 +11,7 @@ import resource, sys, torch
 from provlib import runtime
 from provlib.models import load_model
 from provlib.paths import EMBEDDED_MODELS_DIR
-from provlib.trajectory import trajectory_features
+from provlib.kernels.trajectory import trajectory_features
 unet, sched = load_model(EMBEDDED_MODELS_DIR / "tiny")
 images = torch.rand(16, 1, 16, 16) * 2 - 1
 def run():

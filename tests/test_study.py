@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from provlib import paths, study
-from provlib.profiles import get_profile
+from provlib.study import artifacts
+from provlib.study.profiles import get_profile
 
 
 @pytest.fixture()
@@ -68,7 +69,7 @@ def test_a_retrained_model_never_reuses_the_old_features(cache, monkeypatch):
     with torch.no_grad():  # "retrained": same configuration, other weights
         for p in unet.parameters():
             p.add_(0.01)
-    monkeypatch.setattr(study, "target_model", lambda params, **kw: (unet, sched))
+    monkeypatch.setattr(artifacts, "target_model", lambda params, **kw: (unet, sched))
     second = study.features(params, "heldout", progress=False)
     assert not torch.equal(first["loss"], second["loss"])
     assert len(list((cache / "features").glob("*/result.safetensors"))) == 2
@@ -77,8 +78,8 @@ def test_a_retrained_model_never_reuses_the_old_features(cache, monkeypatch):
 def test_a_changed_kernel_never_reuses_the_old_features(cache, monkeypatch):
     params = get_profile("tiny", n_heldout=20, timestep_stride=500)
     study.features(params, "heldout", progress=False)
-    real = study.code_version
-    monkeypatch.setattr(study, "code_version", lambda *mods: real(*mods) + "-edited")
+    real = artifacts.code_version
+    monkeypatch.setattr(artifacts, "code_version", lambda *mods: real(*mods) + "-edited")
     study.features(params, "heldout", progress=False)
     assert len(list((cache / "features").glob("*/result.safetensors"))) == 2
 

@@ -7,7 +7,7 @@ import pytest
 
 from provlib import paths, study, train
 from provlib.models import load_model
-from provlib.profiles import get_profile
+from provlib.study.profiles import get_profile
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from provlib.models import TrainConfig, UNetConfig, build_unet, make_scheduler
-from provlib.trajectory import FEATURES, noise_seed, reference_features, seeded_noise, trajectory_features
+from provlib.kernels.trajectory import FEATURES, noise_seed, reference_features, seeded_noise, trajectory_features
 
 TIMESTEPS = [0, 7, 120, 500, 999]
 
@@ -100,7 +100,7 @@ def test_hook_and_func_kernels_agree(model, images, requires_grad):
 
 
 def test_unsupported_layers_are_refused_by_the_hook_kernel():
-    from provlib.persample import PerSampleGradNorms
+    from provlib.kernels.persample import PerSampleGradNorms
     with pytest.raises(NotImplementedError, match="BatchNorm"):
         PerSampleGradNorms(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)))
 
@@ -127,7 +127,7 @@ def test_unsupported_layers_are_refused_by_the_hook_kernel():
     (40, 8, 8, 3, 1, "shifted", "all but sample 0")])
 def test_per_sample_conv_norms_match_autograd(c_in, c_out, size, kernel, stride, route, upsampled):
     """Every route of the conv rule against per-sample autograd in float64."""
-    from provlib.persample import PerSampleGradNorms, conv_route
+    from provlib.kernels.persample import PerSampleGradNorms, conv_route
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2).double()
     x = torch.randn(3, c_in, size, size, dtype=torch.double)

@@ -1,6 +1,6 @@
 """The embedded study's artifacts, built on demand and cached by configuration.
 
-Each function maps a profile's parameters (see :mod:`provlib.profiles`) to one
+Each function maps a profile's parameters (see :mod:`provlib.study.profiles`) to one
 artifact: the split manifest, the image sets, the target model, its generated
 samples, the trajectory features.  Everything heavy is cached under
 ``paths.cache_dir()`` keyed by what it depends on: the content hash of the
@@ -20,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import models, paths, persample, sampling, trajectory
-from .checks import positive_int
-from .data import ImageSet, SplitManifest, load_embedded, make_manifest
-from .io import artifact_dir, cache_path, cached, code_version, replace_dir, tensor_sha256
-from .models import TrainConfig, load_model, model_fingerprint, save_model, train_ddpm
+from .. import paths, sampling
+from ..checks import positive_int
+from ..data import ImageSet, SplitManifest, load_embedded, make_manifest
+from ..io import artifact_dir, cache_path, cached, code_version, replace_dir, tensor_sha256
+from ..kernels import persample, trajectory
+from ..kernels.trajectory import FEATURES, trajectory_features
+from ..models import TrainConfig, ddpm, load_model, model_fingerprint, save_model, train_ddpm
+from ..progress import progress_bar
+from ..sampling import sample
 from .profiles import MODELS
-from .progress import progress_bar
-from .sampling import sample
-from .trajectory import FEATURES, trajectory_features
 
 IMAGE_SIZE = 16
 MEMBER_DATASET = "fashion_mnist"
@@ -99,7 +100,7 @@ def trained_model_dir(params: dict, *, retrain: bool = False, progress: bool = T
     directory appears complete or not at all (built beside, then renamed).
     """
     cfg = model_config(params)
-    d = artifact_dir("model", {**cfg, "code": code_version(models)})
+    d = artifact_dir("model", {**cfg, "code": code_version(ddpm)})
     ckpt = d / "train_state.safetensors"
     if retrain:
         shutil.rmtree(d / "model", ignore_errors=True)

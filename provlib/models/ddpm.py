@@ -17,9 +17,9 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from .data import check_images
-from .io import atomic_write_text, load_state, save_state, tensor_sha256
-from .progress import progress_bar
+from ..data import check_images
+from ..io import atomic_write_text, load_state, save_state, tensor_sha256
+from ..progress import progress_bar
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch.func import functional_call, grad, vmap
-from .checks import names, positive_int
-from .data import check_fits_model, check_images
+
+from ..checks import names, positive_int
+from ..data import check_fits_model, check_images
+from ..progress import progress_bar
+from ..runtime import keep_freed_memory
 from .persample import PerSampleGradNorms
-from .progress import progress_bar
-from .runtime import keep_freed_memory
 
 FEATURES = ("loss", "grad_x", "grad_theta")
 METHODS = ("hooks", "func")
@@ -169,7 +170,7 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
     ``batch_size`` counts (image, timestep) rows.  The model is moved to
     ``device`` (default: CUDA when present, else CPU) and left in eval mode.
     ``method`` picks how ||grad_theta||^2 is computed: ``"hooks"`` (one
-    backward, per-layer norms, see :mod:`provlib.persample`) or ``"func"``
+    backward, per-layer norms, see :mod:`provlib.kernels.persample`) or ``"func"``
     (``torch.func.vmap`` of per-sample gradients, any architecture).
     ``callback(rows)`` is called after each batch with the number of
     (image, timestep) rows it computed (for a caller's own progress bar).

@@ -7,7 +7,7 @@ parameters.
 """
 from __future__ import annotations
 
-from .models import TrainConfig, UNetConfig
+from ..models import TrainConfig, UNetConfig
 
 PROFILES: dict[str, dict] = {
     "tiny": {
