@@ -143,3 +143,60 @@ def test_per_sample_conv_norms_match_autograd(c_in, c_out, size, kernel, stride,
         grads = torch.autograd.grad(conv(x[i:i + 1]).pow(2).sum(), list(conv.parameters()))
         expected = sum(g.pow(2).sum() for g in grads)
         torch.testing.assert_close(norms.total[i], expected, rtol=1e-10, atol=0)
+
+
+def _per_module_sq(model, grads):
+    """{module name: sum of squared gradients of its own parameters}, from named parameter gradients."""
+    out = {}
+    for (name, _), g in zip(model.named_parameters(), grads):
+        key = name.rsplit(".", 1)[0]
+        out[key] = out.get(key, 0.0) + float(g.pow(2).sum())
+    return out
+
+
+def test_per_layer_norms_sum_to_the_total_and_match_a_float64_loop(model, images):
+    from provlib.kernels.persample import layer_names
+    from provlib.kernels.trajectory import LAYERS
+
+    unet, sched = model
+    ts = [7, 500]
+    noise = seeded_noise(range(4), ts, images.shape[1:], seed=3)
+    got = trajectory_features(unet, sched, images[:4], ts, noise=noise, features=["grad_theta", LAYERS],
+                              batch_size=3)
+    names = layer_names(unet)
+    assert got[LAYERS].shape == (4, 2, len(names))
+    torch.testing.assert_close(got[LAYERS].sum(-1), got["grad_theta"], rtol=1e-5, atol=0)
+    double = copy.deepcopy(unet).double().requires_grad_(True)
+    params = list(double.parameters())
+    acp = sched.alphas_cumprod.double()
+    for i in range(4):
+        for j, t in enumerate(ts):
+            x0, eps = images[i:i + 1].double(), noise[i, j][None].double()
+            xt = acp[t].sqrt() * x0 + (1 - acp[t]).sqrt() * eps
+            loss = (double(xt, torch.tensor([t])).sample - eps).pow(2).sum()
+            ref = _per_module_sq(double, torch.autograd.grad(loss, params))
+            torch.testing.assert_close(got[LAYERS][i, j].double(), torch.tensor([ref[n] for n in names],
+                                       dtype=torch.float64), rtol=1e-4, atol=1e-9)
+
+
+def test_image_gradient_of_the_mean_loss_matches_a_float64_loop(model, images):
+    from provlib.kernels.persample import layer_names
+    from provlib.kernels.trajectory import image_layer_grad_norms
+
+    unet, sched = model
+    ts = [0, 120, 500, 999]
+    got = image_layer_grad_norms(unet, sched, images[:3], ts, seed=4, ids=[10, 11, 12], batch_size=2)
+    names = layer_names(unet)
+    double = copy.deepcopy(unet).double().requires_grad_(True)
+    params = list(double.parameters())
+    acp = sched.alphas_cumprod.double()
+    noise = seeded_noise([10, 11, 12], ts, images.shape[1:], seed=4).double()
+    for i in range(3):
+        losses = []
+        for j, t in enumerate(ts):
+            x0, eps = images[i:i + 1].double(), noise[i, j][None]
+            xt = acp[t].sqrt() * x0 + (1 - acp[t]).sqrt() * eps
+            losses.append((double(xt, torch.tensor([t])).sample - eps).pow(2).sum())
+        ref = _per_module_sq(double, torch.autograd.grad(torch.stack(losses).mean(), params))
+        torch.testing.assert_close(got[i].double(), torch.tensor([ref[n] for n in names], dtype=torch.float64),
+                                   rtol=1e-4, atol=1e-9)

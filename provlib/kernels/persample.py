@@ -237,6 +237,9 @@ _RULES = {nn.Linear: _linear, nn.Conv2d: _conv2d, nn.GroupNorm: _group_norm}
 class PerSampleGradNorms:
     """Context manager: ``total`` holds sum over all parameters of ||dL_i/dtheta||^2 after a backward.
 
+    With ``per_layer=True`` it also keeps each layer's share (:meth:`layer_norms`), the
+    per-layer squared gradient norms that GSA classifies.
+
     The backward must reach ``leaves`` as well as the input, e.g.
     ``torch.autograd.grad(loss.sum(), [x, *norms.leaves])``.
 
@@ -245,8 +248,13 @@ class PerSampleGradNorms:
     ``torch.func`` kernel then).
     """
 
-    def __init__(self, model: nn.Module):
-        self.modules = [m for m in model.modules() if any(p is not None for p in m.parameters(recurse=False))]
+    def __init__(self, model: nn.Module, *, per_layer: bool = False):
+        named = [(name, m) for name, m in model.named_modules()
+                 if any(p is not None for p in m.parameters(recurse=False))]
+        self.modules = [m for _, m in named]
+        self.names = {m: name for name, m in named}
+        self.per_layer = per_layer
+        self.layers: dict[str, torch.Tensor] = {}  # with per_layer: module name -> (B,) squared norms
         unsupported = {type(m).__name__ for m in self.modules if type(m) not in _RULES}
         if unsupported:
             raise NotImplementedError(f"per-sample gradient norms not implemented for {sorted(unsupported)}")
@@ -273,8 +281,19 @@ class PerSampleGradNorms:
             # a leaf, so that a backward asked to reach ``leaves`` passes through this layer
             output = output.detach().requires_grad_(True)
             self.leaves.append(output)
-        output.register_hook(lambda g, m=module, a=a: self._add(_RULES[type(m)](m, a, g.detach())))
+        output.register_hook(lambda g, m=module, a=a: self._add(m, _RULES[type(m)](m, a, g.detach())))
         return output
 
-    def _add(self, sq: torch.Tensor) -> None:
+    def _add(self, module: nn.Module, sq: torch.Tensor) -> None:
         self.total = sq if self.total is None else self.total + sq
+        if self.per_layer:
+            self.layers[self.names[module]] = sq
+
+    def layer_norms(self) -> torch.Tensor:
+        """(B, n_layers) per-layer squared norms, in the order of :func:`layer_names` (needs ``per_layer``)."""
+        return torch.stack([self.layers[self.names[m]] for m in self.modules], dim=1)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Names of the modules that hold parameters, in the order :class:`PerSampleGradNorms` reports them."""
+    return list(PerSampleGradNorms(model).names.values())

@@ -27,9 +27,10 @@ from ..checks import names, positive_int
 from ..data import check_fits_model, check_images
 from ..progress import progress_bar
 from ..runtime import keep_freed_memory
-from .persample import PerSampleGradNorms
+from .persample import PerSampleGradNorms, layer_names
 
 FEATURES = ("loss", "grad_x", "grad_theta")
+LAYERS = "grad_theta_layers"  # optional: per-layer ||d L_t / d theta_layer||^2, shape (N, T, n_layers)
 METHODS = ("hooks", "func")
 _MASK64 = (1 << 64) - 1
 
@@ -139,16 +140,23 @@ def _all_features(unet, acp, x0, eps, t):
     return {"loss": loss.detach(), "grad_x": g_x.pow(2).flatten(1).sum(1), "grad_theta": sq_theta}
 
 
-def _all_features_hooks(unet, acp, x0, eps, t):
+def _all_features_hooks(unet, acp, x0, eps, t, per_layer: bool = False):
     """All three features from one forward and one backward (per-sample norms from layer hooks)."""
     x0 = x0.detach().requires_grad_(True)
-    with torch.enable_grad(), PerSampleGradNorms(unet) as norms:
+    with torch.enable_grad(), PerSampleGradNorms(unet, per_layer=per_layer) as norms:
         loss = _loss(unet, acp, x0, eps, t)
         gx = torch.autograd.grad(loss.sum(), [x0, *norms.leaves])[0]
-    return {"loss": loss.detach(), "grad_x": gx.pow(2).flatten(1).sum(1), "grad_theta": norms.total}
+    out = {"loss": loss.detach(), "grad_x": gx.pow(2).flatten(1).sum(1), "grad_theta": norms.total}
+    if per_layer:
+        out[LAYERS] = norms.layer_norms()
+    return out
 
 
 def _kernel_for(features: Sequence[str], method: str):
+    if LAYERS in features:
+        if method != "hooks":
+            raise ValueError(f"per-layer norms ({LAYERS!r}) come from the hooks kernel; use method='hooks'")
+        return lambda *args: _all_features_hooks(*args, per_layer=True)
     if "grad_theta" in features:
         return _all_features_hooks if method == "hooks" else _all_features
     if "grad_x" in features:
@@ -164,7 +172,9 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
     """Per-sample, per-timestep trajectory features.
 
     Returns a dict mapping each name in ``features`` to a float32 CPU tensor of
-    shape (N, len(timesteps)).  ``ids`` (default ``0..N-1``) are the stable
+    shape (N, len(timesteps)); ``features`` may also name ``"grad_theta_layers"``
+    (:data:`LAYERS`), each layer's share of ||grad_theta L_t||^2, of shape
+    (N, len(timesteps), n_layers) in the order of :func:`provlib.kernels.persample.layer_names`.  ``ids`` (default ``0..N-1``) are the stable
     image ids that seed the noise when ``noise`` is not given; pass the
     dataset ids when features of a subset must equal those of the whole.
     ``batch_size`` counts (image, timestep) rows.  The model is moved to
@@ -181,7 +191,7 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     check_images(images)
     check_fits_model(images, unet)
-    features = names(features, "features", FEATURES)
+    features = names(features, "features", (*FEATURES, LAYERS))
     batch_size = positive_int(batch_size, "batch_size")
     ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
     n, n_t = len(images), len(ts)
@@ -201,7 +211,7 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
     dtype = next(unet.parameters()).dtype
     acp = scheduler.alphas_cumprod.to(device=device, dtype=dtype)
     kernel = _kernel_for(features, method)
-    out = {f: torch.empty(n * n_t) for f in features}
+    out: dict[str, torch.Tensor] = {}
     for start in progress_bar(range(0, n * n_t, batch_size), desc="trajectory features", enabled=progress):
         rows = torch.arange(start, min(start + batch_size, n * n_t))
         i, j = rows // n_t, rows % n_t
@@ -213,10 +223,62 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
         x0 = images[i].to(device=device, dtype=dtype)
         res = kernel(unet, acp, x0, eps.to(device=device, dtype=dtype), ts[j].to(device))
         for f in features:
-            out[f][rows] = res[f].detach().float().cpu()
+            value = res[f].detach().float().cpu()
+            if f not in out:
+                out[f] = torch.empty(n * n_t, *value.shape[1:])
+            out[f][rows] = value
         if callback is not None:
             callback(len(rows))
-    return {f: v.view(n, n_t) for f, v in out.items()}
+    return {f: v.view(n, n_t, *v.shape[1:]) for f, v in out.items()}
+
+
+def image_layer_grad_norms(unet, scheduler, images: torch.Tensor, timesteps, *, seed: int = 0,
+                           ids: Sequence[int] | None = None, batch_size: int = 8, device=None,
+                           progress: bool = False) -> torch.Tensor:
+    """Per image, each layer's ||d/dtheta_layer mean_t L_t||^2: one gradient of the loss averaged over the grid.
+
+    GSA_1's feature (Pang et al.): the gradient of the mean loss over the
+    timesteps of one image, not the mean of per-timestep gradient norms.  The
+    noise of (image, t) is the trajectory kernel's seeded noise.  Computed with
+    ``torch.func`` (a ``vmap`` over images of the gradient over that image's
+    rows); ``batch_size`` counts images.  Returns (N, n_layers) in the order of
+    :func:`provlib.kernels.persample.layer_names`.
+    """
+    check_images(images)
+    check_fits_model(images, unet)
+    batch_size = positive_int(batch_size, "batch_size")
+    ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
+    ids = np.arange(len(images)) if ids is None else np.asarray(ids)
+    if len(ids) != len(images):
+        raise ValueError(f"{len(ids)} ids for {len(images)} images")
+    device = torch.device(device) if device is not None else default_device()
+    unet.to(device).eval()
+    dtype = next(unet.parameters()).dtype
+    acp = scheduler.alphas_cumprod.to(device=device, dtype=dtype)[ts.to(device)]
+    params = {k: v.detach() for k, v in unet.named_parameters()}
+    buffers = {k: v.detach() for k, v in unet.named_buffers()}
+    owner = {k: k.rsplit(".", 1)[0] for k in params}
+    layers = layer_names(unet)
+    tt = ts.to(device)
+
+    def mean_loss(p, x, e):
+        a = acp.view(-1, 1, 1, 1)
+        xt = a.sqrt() * x[None] + (1 - a).sqrt() * e
+        pred = functional_call(unet, (p, buffers), (xt, tt)).sample
+        return (pred - e).pow(2).flatten(1).sum(1).mean()
+
+    out = torch.empty(len(images), len(layers))
+    with _vmappable_attention(unet):
+        for s in progress_bar(range(0, len(images), batch_size), desc="image gradient norms", enabled=progress):
+            x0 = images[s:s + batch_size].to(device=device, dtype=dtype)
+            eps = seeded_noise(ids[s:s + batch_size], ts.tolist(), images.shape[1:], seed).to(device=device,
+                                                                                              dtype=dtype)
+            grads = vmap(grad(mean_loss), in_dims=(None, 0, 0))(params, x0, eps)
+            sq = {name: torch.zeros(len(x0), device=device, dtype=dtype) for name in layers}
+            for k, g in grads.items():
+                sq[owner[k]] += g.pow(2).flatten(1).sum(1)
+            out[s:s + len(x0)] = torch.stack([sq[name] for name in layers], 1).float().cpu()
+    return out
 
 
 def reference_features(unet, scheduler, images: torch.Tensor, timesteps, noise: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,0 +1,71 @@
+"""Membership-inference attacks on a diffusion model, one module per peer method.
+
+Sign convention, for every ``*_score`` here: **higher means "member"**.  Raw
+measurements keep their natural direction and their own names
+(:func:`pia_distance`, :func:`sima_norm`, :func:`secmi_t_error`: lower = member).
+
+| name        | function                    | reads                                         |
+|-------------|-----------------------------|-----------------------------------------------|
+| loss        | :func:`loss_score`          | -L_t at one t, seeded noise (Matsumoto et al.)|
+| pia / pian  | :func:`pia_score`           | eps consistency at t from eps_theta(x0, 0)    |
+| secmi_stat  | :func:`secmi_score`         | DDIM round-trip t-error (Duan et al.)         |
+| secmi_nn    | :func:`secmi_nn`            | a ResNet on the round-trip residual map       |
+| gsa1 / gsa2 | :func:`gsa_features`        | per-layer gradient norms + boosted trees      |
+| sima        | :func:`sima_score`          | eps_theta(x0, t) at the clean image (Rao et al.)|
+| blind       | :func:`blind_scores`        | the images alone (no model)                   |
+
+:data:`ATTACKS` names them for the harness; :func:`passes` gives each one's
+cost in UNet passes per image.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..kernels.ddim import t_error_calls
+from .blind import blind_scores
+from .gsa import gsa_classifier, gsa_features, gsa_scores
+from .loss import loss_score
+from .pia import pia_distance, pia_score
+from .secmi import secmi_nn, secmi_score, secmi_t_error
+from .sima import sima_norm, sima_score
+
+ATTACKS = {
+    "loss": "Loss (Matsumoto et al.): -L_t at one t",
+    "pia": "PIA (Kong et al.): -||eps0 - eps_theta(x_t, t)||_4^4, eps0 = eps_theta(x0, 0)",
+    "pian": "PIAN: PIA with eps0 rescaled to mean |eps0| = sqrt(2/pi)",
+    "secmi_stat": "SecMI_stat (Duan et al.): -t-error of a DDIM round trip",
+    "secmi_nn": "SecMI_NNs: ResNet on the round-trip residual |x_t - x_hat_t|",
+    "gsa1": "GSA_1 (Pang et al.): per-layer ||grad of the mean loss over 10 t||^2, boosted trees",
+    "gsa2": "GSA_2: per-layer mean over 10 t of ||grad L_t||^2, boosted trees",
+    "sima": "SimA (Rao et al.): -||eps_theta(x0, t)||_4^4 at the clean image",
+    "blind": "model-blind: ResNet-18-design CNN on the images alone",
+    "trajectory": "Tracing the Roots: linear probe on L_t, ||grad_x L_t||^2, ||grad_theta L_t||^2 over a t grid",
+}
+
+
+def passes(method: str, timesteps: Sequence[int] = (), *, k: int = 10, features: Sequence[str] = ()) -> dict:
+    """UNet passes per image of ``method`` on ``timesteps``: ``{"forward": f, "backward": b}``.
+
+    A backward through a batch of r rows of one image counts r passes (its cost).
+    For ``secmi_*`` the timesteps are SecMI's ``t_sec`` values; for ``trajectory``,
+    ``features`` are the feature families used (a backward is needed for either gradient).
+    """
+    n = len(timesteps)
+    if method == "loss" or method == "sima":
+        return {"forward": n, "backward": 0}
+    if method in ("pia", "pian"):
+        return {"forward": 1 + n, "backward": 0}
+    if method in ("secmi_stat", "secmi_nn"):
+        return {"forward": t_error_calls([t - k for t in timesteps], k), "backward": 0}
+    if method in ("gsa1", "gsa2"):
+        return {"forward": n, "backward": n}
+    if method == "blind":
+        return {"forward": 0, "backward": 0}
+    if method == "trajectory":
+        grads = any(f in ("grad_x", "grad_theta") for f in features)
+        return {"forward": n, "backward": n if grads else 0}
+    raise ValueError(f"unknown method {method!r}; choose from {sorted(ATTACKS)}")
+
+
+__all__ = ["ATTACKS", "passes", "loss_score", "pia_score", "pia_distance", "secmi_t_error", "secmi_score",
+           "secmi_nn", "gsa_features", "gsa_classifier", "gsa_scores", "sima_score", "sima_norm", "blind_scores"]
