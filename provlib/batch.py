@@ -125,7 +125,8 @@ def _accepts(annotation: str, value) -> bool:
         return optional or base in ("None", "Any")
     checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
               "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-              "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool)}
+              "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
+              "list": lambda v: isinstance(v, list)}
     return checks.get(base, lambda v: True)(value)
 
 
@@ -143,7 +144,7 @@ def check_overrides(overrides: dict, notebooks: Sequence[Path]) -> dict:
             if not _accepts(annotation, value):
                 raise ValueError(f"parameter {name!r} of {nb.name} is {annotation}, got {value!r} "
                                  f"({type(value).__name__})")
-        if (name in RULES or name == "profile") and value is not None:
+        if (name in RULES or name in ("profile", "targets")) and value is not None:
             check_parameter(name, value)
     return dict(overrides)
 

@@ -46,19 +46,26 @@ def digest(feats: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def run(params: dict, splits, chunk: int, rank: int, world: int, local_rank: int) -> dict | None:
-    """Compute this rank's shards of every split; on rank 0 return the merged features."""
+def run(params: dict, splits, chunk: int, rank: int, world: int, local_rank: int,
+        targets=None) -> dict | None:
+    """Compute this rank's shards of every split of every target; on rank 0 return the merged features."""
     device = _device(local_rank)
-    if "generated" in splits:  # the samples are drawn once, by rank 0, and cached
-        if rank == 0:
-            study.generated(params, progress=True)
-        _barrier(world)
-    for split in splits:
-        study.features(params, split, chunk=chunk, shard=(rank, world), device=device, progress=rank == 0)
+    targets = list(targets or params["targets"])
+    if rank == 0:  # a model that must be trained, and the samples, are made once, by rank 0, and cached
+        for target in targets:
+            study.resolve(target, params["seed"])
+            if "generated" in splits:
+                study.generated(params, target, progress=True)
+    _barrier(world)
+    for target in targets:
+        for split in splits:
+            study.features(params, split, target=target, chunk=chunk, shard=(rank, world), device=device,
+                           progress=rank == 0)
     _barrier(world)
     if rank != 0:
         return None
-    return {split: study.features(params, split, chunk=chunk, progress=False) for split in splits}
+    return {f"{target}/{split}": study.features(params, split, target=target, chunk=chunk, progress=False)
+            for target in targets for split in splits}
 
 
 def _positive(text: str) -> int:
@@ -74,6 +81,7 @@ def _positive(text: str) -> int:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Sharded trajectory-feature extraction (torchrun-aware).")
     ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--targets", nargs="+", default=None, help="target names (default: the profile's)")
     ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
     ap.add_argument("--chunk", type=_positive, default=250, help="images per cached chunk")
     args = ap.parse_args(argv)
@@ -82,7 +90,8 @@ def main(argv=None) -> None:
     if world > 1:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
-        merged = run(get_profile(args.profile), args.splits, args.chunk, rank, world, local_rank)
+        params = get_profile(args.profile, targets=args.targets)
+        merged = run(params, args.splits, args.chunk, rank, world, local_rank)
     finally:
         if world > 1:
             dist.destroy_process_group()

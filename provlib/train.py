@@ -1,39 +1,55 @@
-"""Train a profile's target model, and optionally ship it as the embedded model.
+"""Train the study's target models, and optionally ship them as the embedded models.
 
-    python -m provlib.train --profile cpu            # train (or reuse the cache)
-    python -m provlib.train --profile cpu --embed    # ... and copy it into provlib/embedded/models/cpu
-    python -m provlib.train --profile cpu --retrain  # ignore cache and shipped model
+    python -m provlib.train --target fm2000            # train (or reuse the cache)
+    python -m provlib.train --target fm2000 --embed    # ... and copy it into provlib/embedded/models/fm2000
+    python -m provlib.train --target fm2000 --retrain  # ignore cache and shipped model
+    python -m provlib.train --profile cpu --embed      # every target of a profile
 
 The shipped model is only ever replaced by a complete, loadable new one
 (written beside it, then renamed into place); when it already matches the
-profile's configuration and ``--retrain`` is not given, nothing is trained and
+target's configuration and ``--retrain`` is not given, nothing is trained and
 nothing is touched.
 """
 from __future__ import annotations
 
 import argparse
 
+from .study import artifacts
 from .study.profiles import get_profile
-from .study import embed_model, embedded_model_dir, shipped_matches, trained_model_dir
+from .study.targets import TARGETS, get_target
+
+
+def train_target(name: str, *, seed: int = 0, retrain: bool = False, embed: bool = False) -> None:
+    """Train (or reuse) target ``name``; with ``embed``, ship it."""
+    shipped = artifacts.embedded_model_dir(name)
+    if not retrain and artifacts.shipped_matches(name, seed):
+        print(f"the shipped model {shipped} already matches target {name!r}: nothing to train"
+              + (" or embed (use --retrain to replace it)" if embed else ""))
+        return
+    config = get_target(name)
+    manifest = artifacts.make_target_manifest(config, seed)
+    model_dir = artifacts.trained_model_dir(config, manifest, retrain=retrain)
+    print(f"trained model: {model_dir}")
+    if embed:
+        artifacts.embed_model(model_dir, name)
+        print(f"embedded model written to {shipped}")
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Train a profile's target DDPM.")
-    ap.add_argument("--profile", default="cpu")
+    ap = argparse.ArgumentParser(description="Train the study's target DDPMs.")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--target", choices=sorted(TARGETS), help="one target model")
+    which.add_argument("--profile", help="every target the profile lists")
     ap.add_argument("--retrain", action="store_true", help="train from scratch even if a model exists")
     ap.add_argument("--embed", action="store_true", help="copy the trained model into provlib/embedded/models/")
     args = ap.parse_args(argv)
-    params = get_profile(args.profile)
-    shipped = embedded_model_dir(args.profile)
-    if not args.retrain and shipped_matches(params):
-        print(f"the shipped model {shipped} already matches profile {args.profile!r}: nothing to train"
-              + (" or embed (use --retrain to replace it)" if args.embed else ""))
-        return
-    model_dir = trained_model_dir(params, retrain=args.retrain)
-    print(f"trained model: {model_dir}")
-    if args.embed:
-        embed_model(model_dir, args.profile)
-        print(f"embedded model written to {shipped}")
+    if args.target:
+        names, seed = [args.target], 0
+    else:
+        params = get_profile(args.profile)
+        names, seed = params["targets"], params["seed"]
+    for name in names:
+        train_target(name, seed=seed, retrain=args.retrain, embed=args.embed)
 
 
 if __name__ == "__main__":

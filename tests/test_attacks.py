@@ -128,8 +128,8 @@ def test_the_cnn_learns_a_separable_problem_and_is_seeded():
 def memorised():
     """The embedded cpu target (1,000 epochs on 500 images) with 48 members and 48 held-out images."""
     params = get_profile("cpu")
-    sets = study.image_sets(params)
-    unet, sched = load_model(paths.EMBEDDED_MODELS_DIR / "cpu")
+    sets = study.image_sets(params, "fm500")
+    unet, sched = load_model(paths.EMBEDDED_MODELS_DIR / "fm500")
     x = torch.cat([sets["member"].images[:48], sets["heldout"].images[:48]])
     ids = np.r_[sets["member"].ids[:48], sets["heldout"].ids[:48] + 100_000]
     return unet, sched, x, ids, np.r_[np.ones(48), np.zeros(48)].astype(int)

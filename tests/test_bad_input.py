@@ -140,12 +140,16 @@ CASES = [
     ("an unknown parameter", lambda c: get_profile("tiny", n_members=3), ValueError, r"unknown parameter\(s\)"),
     ("timestep_stride 0", lambda c: get_profile("tiny", timestep_stride=0), ValueError,
      "timestep_stride must be an integer in 1..999"),
-    ("a negative member count", lambda c: get_profile("tiny", n_member=-5), ValueError,
-     "n_member must be a positive integer"),
+    ("a negative sample count", lambda c: get_profile("tiny", n_generated=-5), ValueError,
+     "n_generated must be a positive integer"),
+    ("an unknown target", lambda c: get_profile("tiny", targets=["fm9000"]), ValueError,
+     r"parameter targets \['fm9000'\]: unknown or repeated names"),
+    ("a target name given as a string", lambda c: get_profile("tiny", targets="tiny"), ValueError,
+     "targets must be a non-empty list of target names"),
     ("probe_train_frac 1.5", lambda c: get_profile("tiny", probe_train_frac=1.5), ValueError,
      "probe_train_frac must be a number strictly between 0 and 1"),
-    ("a count given as text", lambda c: get_profile("tiny", n_heldout="300"), ValueError,
-     r"n_heldout must be a positive integer, got '300' \(str\)"),
+    ("a count given as text", lambda c: get_profile("tiny", n_bootstrap="300"), ValueError,
+     r"n_bootstrap must be a positive integer, got '300' \(str\)"),
     ("feature chunk 0", lambda c: study.features(get_profile("tiny"), "heldout", chunk=0, progress=False),
      ValueError, "chunk must be a positive integer"),
     ("an unknown split", lambda c: study.features(get_profile("tiny"), "train", progress=False), ValueError,
@@ -309,8 +313,8 @@ def test_no_package_file_loads_with_pickle():
 
 
 def test_a_planted_pickle_in_the_feature_cache_is_refused(ctx):
-    params = get_profile("tiny", n_heldout=50, timestep_stride=500)
-    study.features(params, "heldout", progress=False)
+    params = get_profile("tiny", timestep_stride=500)
+    study.features(params, "external", progress=False)
     (chunk,) = list((ctx["tmp"] / "cache" / "features").glob("*/result.safetensors"))
     sentinel = ctx["tmp"] / "code-ran"
 
@@ -320,5 +324,5 @@ def test_a_planted_pickle_in_the_feature_cache_is_refused(ctx):
 
     chunk.write_bytes(pickle.dumps({"loss": Payload()}))
     with pytest.raises(io.ArtifactError, match=f"{chunk.name} is not a readable safetensors artifact"):
-        study.features(params, "heldout", progress=False)
+        study.features(params, "external", progress=False)
     assert not sentinel.exists()

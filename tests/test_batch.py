@@ -113,7 +113,7 @@ def test_executed_notebook_gets_only_the_parameters_it_declares(demo_run):
     injected = [c.source for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1
     assert 'profile = "tiny"' in injected[0] and "seed = 0" in injected[0]
-    assert "n_member" not in injected[0] and "label" not in injected[0]
+    assert "n_generated" not in injected[0] and "label" not in injected[0]
     assert not (out / "reports/tiny/02_broken.ipynb").exists()  # not selected by --only 01
 
 
@@ -133,12 +133,12 @@ def test_index_links_every_output_and_records_the_run(demo_run):
     assert "](01_demo_table.md)" in readme and "| label | demo |" in readme  # table linked and inline
     assert "![01_demo_fig.png](../../figures/tiny/01_demo_fig.png)" in readme
     assert (out / "reports/tiny" / "../../figures/tiny/01_demo_fig.png").is_file()
-    assert "`n_member` | `100`" in readme and "`seed` = 0" in readme
+    assert "`n_generated` | `100`" in readme and "`seed` = 0" in readme
     assert f"| numpy | {metadata.version('numpy')} |" in readme
     assert f"| papermill | {metadata.version('papermill')} |" in readme
     saved = json.loads((out / "reports/tiny/run.json").read_text())
     assert saved["status"] == "ok" and saved["profile"] == "tiny" == record["profile"]
-    assert saved["parameters"]["n_member"] == 100
+    assert saved["parameters"]["n_generated"] == 100
     demo, broken, _ = saved["notebooks"]
     assert demo["status"] == "ok" and demo["wall_seconds"] > 0 and demo["executed_fresh"]
     assert [t["path"] for t in demo["tables"]] == ["01_demo_table.md"]

@@ -64,7 +64,7 @@ def test_splits_never_overlap_and_follow_the_seed():
 
 def test_study_splits_are_disjoint_and_pixel_distinct():
     params = get_profile("cpu")
-    m = study.manifest(params)
+    m = study.manifest(params, "fm500")
     assert not set(m.indices["member"]) & set(m.indices["heldout"])
     sets = study.image_sets(params)
     members = {img.numpy().tobytes() for img in sets["member"].images}

@@ -34,7 +34,7 @@ def single_process_cache(tmp_path_factory):
 def test_two_process_torchrun_equals_one_process(single_process_cache, tmp_path, monkeypatch):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *ARGS]
     out = subprocess.run(cmd, env=_env(tmp_path), check=True, capture_output=True, text=True)
-    assert "heldout: (300, 10)" in out.stdout
+    assert "tiny/heldout: (300, 10)" in out.stdout
     sharded, single = _features(tmp_path, monkeypatch), _features(single_process_cache, monkeypatch)
     for split in SPLITS:
         for name in single[split]:

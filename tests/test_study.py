@@ -62,37 +62,65 @@ def test_probe_rows_split_by_seed_and_never_empty():
         study.train_mask(1, 0.5, seed=0, stream="x")
 
 
-def test_a_retrained_model_never_reuses_the_old_features(cache, monkeypatch):
-    params = get_profile("tiny", n_heldout=20, timestep_stride=500)
-    first = study.features(params, "heldout", progress=False)
-    unet, sched = study.target_model(params)
-    with torch.no_grad():  # "retrained": same configuration, other weights
+def test_a_retrained_model_never_reuses_the_old_features(cache, tmp_path, monkeypatch):
+    import shutil
+
+    from diffusers import UNet2DModel
+
+    shipped = tmp_path / "models"
+    shutil.copytree(paths.EMBEDDED_MODELS_DIR / "tiny", shipped / "tiny")
+    monkeypatch.setattr(paths, "EMBEDDED_MODELS_DIR", shipped)
+    params = get_profile("tiny", timestep_stride=500)
+    first = study.features(params, "external", progress=False)
+    # "retrained": the same configuration (so the same provlib.json), other weights
+    unet = UNet2DModel.from_pretrained(shipped / "tiny" / "unet")
+    with torch.no_grad():
         for p in unet.parameters():
             p.add_(0.01)
-    monkeypatch.setattr(artifacts, "target_model", lambda params, **kw: (unet, sched))
-    second = study.features(params, "heldout", progress=False)
+    unet.save_pretrained(shipped / "tiny" / "unet")
+    artifacts._resolve.cache_clear()  # as a new process would
+    second = study.features(params, "external", progress=False)
     assert not torch.equal(first["loss"], second["loss"])
     assert len(list((cache / "features").glob("*/result.safetensors"))) == 2
 
 
 def test_a_changed_kernel_never_reuses_the_old_features(cache, monkeypatch):
-    params = get_profile("tiny", n_heldout=20, timestep_stride=500)
-    study.features(params, "heldout", progress=False)
+    params = get_profile("tiny", timestep_stride=500)
+    study.features(params, "external", progress=False)
     real = artifacts.code_version
     monkeypatch.setattr(artifacts, "code_version", lambda *mods: real(*mods) + "-edited")
-    study.features(params, "heldout", progress=False)
+    study.features(params, "external", progress=False)
     assert len(list((cache / "features").glob("*/result.safetensors"))) == 2
 
 
 def test_a_cached_chunk_must_hold_the_rows_of_its_images(cache):
     from provlib import io
-    params = get_profile("tiny", n_heldout=20, timestep_stride=500)
-    study.features(params, "heldout", progress=False)
+    params = get_profile("tiny", timestep_stride=500)
+    study.features(params, "external", progress=False)
     (chunk,) = list((cache / "features").glob("*/result.safetensors"))
     tensors, meta = io.load_tensors(chunk)
     io.save_tensors(chunk, {**tensors, "loss": tensors["loss"][:10]}, meta)  # rows missing
-    with pytest.raises(io.ArtifactError, match="entry 'loss' has shape \\(10, 2\\), expected \\(20, 2\\)"):
-        study.features(params, "heldout", progress=False)
+    with pytest.raises(io.ArtifactError, match="entry 'loss' has shape \\(10, 2\\), expected \\(100, 2\\)"):
+        study.features(params, "external", progress=False)
     io.save_tensors(chunk, {**tensors, "ids": tensors["ids"] + 1}, meta)  # other images' rows
     with pytest.raises(ValueError, match="hold other image ids than their key"):
-        study.features(params, "heldout", progress=False)
+        study.features(params, "external", progress=False)
+
+
+def test_every_target_draws_disjoint_splits_and_evaluates_a_subset_of_its_members():
+    params = get_profile("cpu")
+    for name, config in study.TARGETS.items():
+        m = study.manifest(params, name)
+        assert not set(m.indices["member"]) & set(m.indices["heldout"]), name
+        assert len(m.indices["member"]) == config.n_member
+        sets = study.image_sets(params, name)
+        assert len(sets["member"]) == config.members_evaluated
+        assert set(sets["member"].ids) <= set(m.indices["member"].tolist())
+        assert len(sets["heldout"]) == config.n_heldout and len(sets["external"]) == config.n_external
+
+
+def test_members_of_the_three_fashion_targets_are_nested():
+    """The member sets are prefixes of one seeded permutation: fm500 within fm2000 within fm8000."""
+    params = get_profile("cpu")
+    members = [set(study.manifest(params, n).indices["member"].tolist()) for n in ("fm500", "fm2000", "fm8000")]
+    assert members[0] < members[1] < members[2]

@@ -7,7 +7,6 @@ import pytest
 
 from provlib import paths, study, train
 from provlib.models import load_model
-from provlib.study.profiles import get_profile
 
 
 @pytest.fixture
@@ -26,16 +25,16 @@ def _files(d):
 
 def test_embedding_a_model_that_already_matches_touches_nothing(shipped, tmp_path, capsys):
     before = _files(shipped)
-    train.main(["--profile", "tiny", "--embed"])
+    train.main(["--target", "tiny", "--embed"])
     assert "already matches" in capsys.readouterr().out
     assert _files(shipped) == before
     assert not (tmp_path / "cache" / "model").exists()  # nothing trained
 
 
 def test_retrain_and_embed_replace_the_shipped_model_with_a_complete_one(shipped):
-    train.main(["--profile", "tiny", "--retrain", "--embed"])
+    train.main(["--target", "tiny", "--retrain", "--embed"])
     load_model(shipped)
-    assert study.shipped_matches(get_profile("tiny"))
+    assert study.shipped_matches("tiny")
     assert (shipped / "splits.json").exists()
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["tiny"]  # no half-written sibling left
 
@@ -50,7 +49,7 @@ def test_a_failed_embed_leaves_the_shipped_model_as_it_was(shipped, monkeypatch)
 
     monkeypatch.setattr(shutil, "copytree", copy_that_fails)
     with pytest.raises(OSError, match="no space left"):
-        train.main(["--profile", "tiny", "--retrain", "--embed"])
+        train.main(["--target", "tiny", "--retrain", "--embed"])
     assert _files(shipped) == before
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["tiny"]
 

@@ -1,19 +1,26 @@
-"""The embedded study's artifacts, built on demand and cached by configuration.
+"""The embedded study's artifacts, built on demand and cached by content.
 
-Each function maps a profile's parameters (see :mod:`provlib.study.profiles`) to one
-artifact: the split manifest, the image sets, the target model, its generated
-samples, the trajectory features.  Everything heavy is cached under
-``paths.cache_dir()`` keyed by what it depends on: the content hash of the
-model weights (:func:`provlib.models.model_fingerprint`), of the input images,
-the parameters, and the :func:`provlib.io.code_version` of the code that
-computed it.  A re-run reuses it; a changed parameter, a retrained model or a
-changed kernel recomputes only what depends on it.
+A profile (see :mod:`.profiles`) names its targets (see :mod:`.targets`).
+:func:`resolve` turns a target name and the run seed into a :class:`Target`
+once: its split manifest, the directory of its model (shipped, cached, or
+trained now) and the fingerprint of its weights.  Every other function takes
+the profile's parameters and a target name (default: the profile's first
+target) and reads that resolved target: the image sets, the target's
+generated samples, the trajectory features.
+
+Everything heavy is cached under ``paths.cache_dir()`` keyed by what it
+depends on: the content hash of the model weights
+(:func:`provlib.models.model_fingerprint`), of the input images, the
+parameters, and the :func:`provlib.io.code_version` of the code that computed
+it.  A re-run reuses it; a changed parameter, a retrained model or a changed
+kernel recomputes only what depends on it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,109 +33,134 @@ from ..data import ImageSet, SplitManifest, load_embedded, make_manifest
 from ..io import artifact_dir, cache_path, cached, code_version, replace_dir, tensor_sha256
 from ..kernels import persample, trajectory
 from ..kernels.trajectory import FEATURES, trajectory_features
-from ..models import TrainConfig, ddpm, load_model, model_fingerprint, save_model, train_ddpm
+from ..models import ddpm, load_model, model_fingerprint, save_model, train_ddpm
 from ..progress import progress_bar
 from ..sampling import sample
-from .profiles import MODELS
-
-IMAGE_SIZE = 16
-MEMBER_DATASET = "fashion_mnist"
-EXTERNAL_DATASET = "mnist"
+from .targets import TargetConfig, get_target
 
 
-@lru_cache(maxsize=4)
-def _embedded(name: str) -> ImageSet:
-    return load_embedded(name, IMAGE_SIZE)
+@lru_cache(maxsize=8)
+def _embedded(name: str, size: int) -> ImageSet:
+    return load_embedded(name, size)
 
 
-def manifest(params: dict) -> SplitManifest:
-    """Member / held-out (Fashion-MNIST) and external (MNIST) splits, drawn from ``params['seed']``."""
-    sizes = {"member": (MEMBER_DATASET, params["n_member"]),
-             "heldout": (MEMBER_DATASET, params["n_heldout"]),
-             "external": (EXTERNAL_DATASET, params["n_external"])}
-    return make_manifest(sizes, params["seed"], pool_sizes())
+def pool_sizes(config: TargetConfig) -> dict[str, int]:
+    """Number of images of each embedded dataset a target draws from."""
+    return {name: len(_embedded(name, config.image_size)) for name in (config.dataset, config.external)}
 
 
-def pool_sizes() -> dict[str, int]:
-    """Number of images of each embedded dataset the study draws from."""
-    return {name: len(_embedded(name)) for name in (MEMBER_DATASET, EXTERNAL_DATASET)}
+def make_target_manifest(config: TargetConfig, seed: int) -> SplitManifest:
+    """Member / held-out (``config.dataset``) and external (``config.external``) splits drawn from ``seed``."""
+    sizes = {"member": (config.dataset, config.n_member), "heldout": (config.dataset, config.n_heldout),
+             "external": (config.external, config.n_external)}
+    return make_manifest(sizes, seed, pool_sizes(config))
 
 
-def image_sets(params: dict) -> dict[str, ImageSet]:
-    """The real image sets of the study, by split name."""
-    m = manifest(params)
-    return {split: _embedded(m.datasets[split]).subset(idx, name=split) for split, idx in m.indices.items()}
+def model_config(config: TargetConfig, manifest: SplitManifest) -> dict:
+    """Everything a target model depends on (recorded beside a shipped model, and its cache key)."""
+    return {"train": config.train.to_dict(), "dataset": f"{config.dataset}@{config.image_size}",
+            "members_sha256": hashlib.sha256(manifest.indices["member"].tobytes()).hexdigest()}
 
 
-def model_config(params: dict) -> dict:
-    """Everything the target model depends on (its cache key)."""
-    members = manifest(params).indices["member"]
-    return {"train": train_config(params).to_dict(), "dataset": f"{MEMBER_DATASET}@{IMAGE_SIZE}",
-            "members_sha256": hashlib.sha256(members.tobytes()).hexdigest()}
+@dataclass(frozen=True)
+class Target:
+    """A target resolved for one run: its manifest, its model's directory and weights fingerprint."""
+
+    config: TargetConfig
+    seed: int
+    manifest: SplitManifest
+    model_dir: Path
+    fingerprint: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def load(self, device=None):
+        """``(unet, scheduler)`` of the target model."""
+        return load_model(self.model_dir, device=device)
 
 
-def train_config(params: dict) -> TrainConfig:
-    return MODELS[params["profile"]]
+def resolve(name: str, seed: int, *, progress: bool = True) -> Target:
+    """Target ``name`` for the run seed ``seed``: the shipped model if it matches, else the cache, else trained.
 
-
-def embedded_model_dir(profile: str) -> Path:
-    return paths.EMBEDDED_MODELS_DIR / profile
-
-
-def shipped_matches(params: dict) -> bool:
-    """Whether the model shipped for the profile was trained with exactly this configuration."""
-    return _recorded_config(embedded_model_dir(params["profile"])) == json.loads(json.dumps(model_config(params)))
-
-
-def target_model(params: dict, *, retrain: bool = False, progress: bool = True):
-    """``(unet, scheduler)`` of the profile's target model.
-
-    Uses the model shipped in ``provlib/embedded/models/<profile>`` when its
-    recorded configuration matches, else the cache, else trains it (resuming
-    from a checkpoint if a previous training was interrupted).
-    ``retrain=True`` ignores both and trains from scratch.
+    Resolved once per process (and per shipped-model and cache folder).
     """
-    if not retrain and shipped_matches(params):
-        return load_model(embedded_model_dir(params["profile"]))
-    return load_model(trained_model_dir(params, retrain=retrain, progress=progress))
+    return _resolve(name, int(seed), progress, str(paths.EMBEDDED_MODELS_DIR), str(paths.cache_dir()))
 
 
-def trained_model_dir(params: dict, *, retrain: bool = False, progress: bool = True) -> Path:
+@lru_cache(maxsize=16)
+def _resolve(name: str, seed: int, progress: bool, shipped_root: str, cache_root: str) -> Target:
+    config = get_target(name)
+    manifest = make_target_manifest(config, seed)
+    model_dir = embedded_model_dir(name)
+    if _recorded_config(model_dir) != json.loads(json.dumps(model_config(config, manifest))):
+        model_dir = trained_model_dir(config, manifest, progress=progress)
+    unet, _ = load_model(model_dir)
+    return Target(config, seed, manifest, model_dir, model_fingerprint(unet))
+
+
+def _target(params: dict, target: str | None, progress: bool = True) -> Target:
+    return resolve(target or params["targets"][0], params["seed"], progress=progress)
+
+
+def embedded_model_dir(name: str) -> Path:
+    """Where target ``name``'s model is shipped."""
+    return paths.EMBEDDED_MODELS_DIR / name
+
+
+def shipped_matches(name: str, seed: int = 0) -> bool:
+    """Whether the model shipped for target ``name`` was trained with exactly its configuration."""
+    config = get_target(name)
+    expected = model_config(config, make_target_manifest(config, seed))
+    return _recorded_config(embedded_model_dir(name)) == json.loads(json.dumps(expected))
+
+
+def trained_model_dir(config: TargetConfig, manifest: SplitManifest, *, retrain: bool = False,
+                      progress: bool = True) -> Path:
     """The cache directory of the target model trained by this code, training it first if needed.
 
     Keyed by the model configuration and the training code's version.  The
     directory appears complete or not at all (built beside, then renamed).
     """
-    cfg = model_config(params)
+    cfg = model_config(config, manifest)
     d = artifact_dir("model", {**cfg, "code": code_version(ddpm)})
     ckpt = d / "train_state.safetensors"
     if retrain:
         shutil.rmtree(d / "model", ignore_errors=True)
         ckpt.unlink(missing_ok=True)
     if not (d / "model" / "model_index.json").exists():
-        members = image_sets(params)["member"]
-        unet, scheduler, history = train_ddpm(members.images, train_config(params), checkpoint=ckpt,
-                                              progress=progress)
+        members = _embedded(config.dataset, config.image_size).subset(manifest.indices["member"])
+        unet, scheduler, history = train_ddpm(members.images, config.train, checkpoint=ckpt, progress=progress)
         info = {"config": cfg, "loss_history": history,
-                "command": f"python -m provlib.train --profile {params['profile']} --retrain --embed"}
+                "command": f"python -m provlib.train --target {config.name} --retrain --embed"}
 
         def write(tmp: Path) -> None:
             save_model(unet, scheduler, tmp, info)
-            manifest(params).save(tmp / "splits.json")
+            manifest.save(tmp / "splits.json")
 
         replace_dir(d / "model", write)
     return d / "model"
 
 
-def embed_model(src: Path, profile: str) -> Path:
-    """Copy a trained model directory over the shipped one, replacing it only once the copy is complete."""
-    src, dst = Path(src), embedded_model_dir(profile)
+def retrain(name: str, seed: int = 0, *, progress: bool = True) -> Path:
+    """Train target ``name`` from scratch into the cache (the shipped model is left alone)."""
+    config = get_target(name)
+    _resolve.cache_clear()
+    return trained_model_dir(config, make_target_manifest(config, seed), retrain=True, progress=progress)
+
+
+def embed_model(src: Path, name: str) -> Path:
+    """Copy a trained model directory over target ``name``'s shipped one, only once the copy is complete."""
+    src, dst = Path(src), embedded_model_dir(name)
     if not (src / "model_index.json").exists():
         raise FileNotFoundError(f"no trained model to embed at {src}; the shipped model {dst} is left as it is")
     if src.resolve() == dst.resolve():
         return dst
     load_model(src)  # refuse to ship what does not load
-    return replace_dir(dst, lambda new: shutil.copytree(src, new))
+    out = replace_dir(dst, lambda new: shutil.copytree(src, new))
+    _resolve.cache_clear()
+    return out
 
 
 def _recorded_config(model_dir: Path) -> dict | None:
@@ -136,21 +168,47 @@ def _recorded_config(model_dir: Path) -> dict | None:
     return json.loads(f.read_text())["config"] if f.exists() else None
 
 
-# ----------------------------------------------------------------------------- generated set and features
+# ----------------------------------------------------------------------------- image sets
 
-def generated_config(params: dict, unet) -> dict:
-    """What the generated set depends on: the model's weights, the sampler's code, its settings."""
-    return {"model": model_fingerprint(unet), "code": code_version(sampling, trajectory), "method": "ddpm",
+def target_model(params: dict, target: str | None = None, *, progress: bool = True):
+    """``(unet, scheduler)`` of a target of the profile (default: its first)."""
+    return _target(params, target, progress).load()
+
+
+def manifest(params: dict, target: str | None = None) -> SplitManifest:
+    """The split manifest of a target of the profile (default: its first)."""
+    config = get_target(target or params["targets"][0])
+    return make_target_manifest(config, params["seed"])
+
+
+def image_sets(params: dict, target: str | None = None) -> dict[str, ImageSet]:
+    """The real image sets the study evaluates a target with: ``member`` (the evaluated members, a
+    seeded subset when the target says so), ``heldout`` and ``external``."""
+    config = get_target(target or params["targets"][0])
+    m = make_target_manifest(config, params["seed"])
+    sets = {split: _embedded(m.datasets[split], config.image_size).subset(idx, name=split)
+            for split, idx in m.indices.items()}
+    if config.members_evaluated < config.n_member:
+        rng = np.random.default_rng(_stream_seed(params["seed"], f"members evaluated:{config.name}"))
+        keep = np.sort(rng.choice(config.n_member, config.members_evaluated, replace=False))
+        sets["member"] = sets["member"].subset(keep, name="member")
+    return sets
+
+
+def generated_config(params: dict, target: Target) -> dict:
+    """What a generated set depends on: the model's weights, the sampler's code, its settings."""
+    return {"model": target.fingerprint, "code": code_version(sampling, trajectory), "method": "ddpm",
             "steps": params["sampler_steps"], "n": params["n_generated"], "seed": params["seed"]}
 
 
-def generated(params: dict, *, progress: bool = True) -> ImageSet:
+def generated(params: dict, target: str | None = None, *, progress: bool = True) -> ImageSet:
     """The target model's own DDPM samples (cached)."""
-    unet, scheduler = target_model(params, progress=progress)
-    cfg = generated_config(params, unet)
-    shape = (cfg["n"], unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    t = _target(params, target, progress)
+    cfg = generated_config(params, t)
+    shape = (cfg["n"], 1, t.config.image_size, t.config.image_size)
 
     def draw():
+        unet, scheduler = t.load()
         return {"images": sample(unet, scheduler, cfg["n"], method="ddpm", num_inference_steps=cfg["steps"],
                                  seed=_stream_seed(params["seed"], "generated"), progress=progress)}
 
@@ -158,9 +216,9 @@ def generated(params: dict, *, progress: bool = True) -> ImageSet:
     return ImageSet("generated", images, np.arange(len(images)))
 
 
-def all_sets(params: dict, *, progress: bool = True) -> dict[str, ImageSet]:
-    """member, heldout, external and generated image sets."""
-    return {**image_sets(params), "generated": generated(params, progress=progress)}
+def all_sets(params: dict, target: str | None = None, *, progress: bool = True) -> dict[str, ImageSet]:
+    """member, heldout, external and generated image sets of a target."""
+    return {**image_sets(params, target), "generated": generated(params, target, progress=progress)}
 
 
 def _stream_seed(seed: int, stream: str) -> int:
@@ -168,13 +226,24 @@ def _stream_seed(seed: int, stream: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{stream}".encode()).digest()[:7], "big")
 
 
-def _source_of(params: dict, split: str) -> str:
-    return "generated" if split == "generated" else manifest(params).datasets[split]
+def source_of(params: dict, split: str, target: str | None = None) -> str:
+    """The dataset a split's images come from (its noise stream); ``generated`` for the model's samples."""
+    return "generated" if split == "generated" else manifest(params, target).datasets[split]
 
 
-def features(params: dict, split: str, *, chunk: int = 250, shard: tuple[int, int] | None = None,
-             device=None, progress: bool = True) -> dict[str, torch.Tensor] | None:
-    """Trajectory features of one split on the profile's grid: {name: (N, T)}.
+def split_images(params: dict, split: str, target: str | None = None, *, progress: bool = True) -> ImageSet:
+    """One split's images; ``split`` is ``member``, ``heldout``, ``external`` or ``generated``."""
+    splits = [*manifest(params, target).indices, "generated"]
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r}; choose from {splits}")
+    return generated(params, target, progress=progress) if split == "generated" else image_sets(params, target)[split]
+
+
+# ----------------------------------------------------------------------------- features
+
+def features(params: dict, split: str, *, target: str | None = None, chunk: int = 250,
+             shard: tuple[int, int] | None = None, device=None, progress: bool = True) -> dict[str, torch.Tensor] | None:
+    """Trajectory features of one split of a target on the profile's grid: {name: (N, T)}.
 
     Computed in chunks of ``chunk`` images, each cached atomically under a key
     of (model weights, kernel code, source, image content and ids, grid,
@@ -185,14 +254,11 @@ def features(params: dict, split: str, *, chunk: int = 250, shard: tuple[int, in
     :mod:`provlib.extract`).
     """
     chunk = positive_int(chunk, "chunk")
-    splits = [*manifest(params).indices, "generated"]
-    if split not in splits:
-        raise ValueError(f"unknown split {split!r}; choose from {splits}")
-    images = generated(params, progress=progress) if split == "generated" else image_sets(params)[split]
-    grid, source = timestep_grid(params), _source_of(params, split)
-    unet, scheduler = target_model(params, progress=progress)
+    images = split_images(params, split, target, progress=progress)
+    t = _target(params, target, progress)
+    grid, source = timestep_grid(params), source_of(params, split, target)
     seed = _stream_seed(params["seed"], source)
-    base = {"model": model_fingerprint(unet), "code": code_version(trajectory, persample), "source": source,
+    base = {"model": t.fingerprint, "code": code_version(trajectory, persample), "source": source,
             "grid": grid.tolist(), "seed": seed, "features": FEATURES}
     starts = list(range(0, len(images), chunk))
     mine = starts if shard is None else starts[shard[0]::shard[1]]
@@ -200,13 +266,16 @@ def features(params: dict, split: str, *, chunk: int = 250, shard: tuple[int, in
     keys = [{**base, "ids_sha256": hashlib.sha256(p.ids.tobytes()).hexdigest(),
              "images_sha256": tensor_sha256(p.images)} for p in parts]
     todo = sum(len(p) * len(grid) for p, k in zip(parts, keys) if not cache_path("features", k).exists())
+    model: list = []  # loaded on the first chunk missing from the cache
     out = []
-    with progress_bar(desc=f"features {split} ({len(grid)} timesteps)", total=todo, enabled=progress and todo > 0,
-                      unit="row") as bar:
+    with progress_bar(desc=f"features {t.name}/{split} ({len(grid)} timesteps)", total=todo,
+                      enabled=progress and todo > 0, unit="row") as bar:
         for part, key in zip(parts, keys):
             def compute(part=part):
-                feats = trajectory_features(unet, scheduler, part.images, grid, seed=seed, ids=part.ids,
-                                            device=device, callback=bar.update)
+                if not model:
+                    model.extend(t.load())
+                feats = trajectory_features(*model, part.images, grid, seed=seed, ids=part.ids, device=device,
+                                            callback=bar.update)
                 return {**feats, "ids": torch.as_tensor(part.ids)}
 
             shapes = {**{f: (len(part), len(grid)) for f in FEATURES}, "ids": (len(part),)}

@@ -7,15 +7,13 @@ parameters.
 """
 from __future__ import annotations
 
-from ..models import TrainConfig, UNetConfig
+from .targets import TARGETS
 
 PROFILES: dict[str, dict] = {
     "tiny": {
         "profile": "tiny",
         "seed": 0,
-        "n_member": 100,        # training set of the target model (Fashion-MNIST 16x16)
-        "n_heldout": 300,       # same-distribution non-members (Fashion-MNIST)
-        "n_external": 100,      # out-of-distribution images (MNIST)
+        "targets": ["tiny"],    # target models (provlib.study.targets); the first is the primary one
         "n_generated": 100,     # the target model's own samples
         "sampler_steps": 50,    # DDPM ancestral steps for the generated set
         "timestep_stride": 100, # trajectory grid: every stride-th step of 0..999
@@ -25,9 +23,7 @@ PROFILES: dict[str, dict] = {
     "cpu": {
         "profile": "cpu",
         "seed": 0,
-        "n_member": 500,
-        "n_heldout": 2000,
-        "n_external": 500,
+        "targets": ["fm500"],
         "n_generated": 500,
         "sampler_steps": 100,
         "timestep_stride": 40,
@@ -36,18 +32,10 @@ PROFILES: dict[str, dict] = {
     },
 }
 
-MODELS: dict[str, TrainConfig] = {
-    "tiny": TrainConfig(unet=UNetConfig(block_out_channels=(16, 32)), epochs=40, batch_size=50, warmup_steps=20),
-    "cpu": TrainConfig(),
-}
-
 
 # what each parameter must be: (type, lower bound, upper bound, description); bounds inclusive unless noted
 RULES: dict[str, tuple] = {
     "seed": (int, 0, None, "a non-negative integer"),
-    "n_member": (int, 1, None, "a positive integer"),
-    "n_heldout": (int, 1, None, "a positive integer"),
-    "n_external": (int, 1, None, "a positive integer"),
     "n_generated": (int, 1, None, "a positive integer"),
     "sampler_steps": (int, 1, 1000, "an integer in 1..1000"),
     "timestep_stride": (int, 1, 999, "an integer in 1..999 (the grid is every stride-th step of 0..999)"),
@@ -62,6 +50,13 @@ def check_parameter(name: str, value):
         if value not in PROFILES:
             raise ValueError(f"unknown profile {value!r}; choose from {sorted(PROFILES)}")
         return value
+    if name == "targets":
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"parameter targets must be a non-empty list of target names, got {value!r}")
+        unknown = [v for v in value if v not in TARGETS]
+        if unknown or len(set(value)) != len(value):
+            raise ValueError(f"parameter targets {list(value)}: unknown or repeated names; known: {sorted(TARGETS)}")
+        return list(value)
     kind, lo, hi, what = RULES[name]
     ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
     if isinstance(value, bool) or not ok_type:
