@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -260,8 +261,10 @@ def cached(kind: str, config: dict, compute: Callable[[], Mapping[str, torch.Ten
            expect: Mapping[str, tuple] | None = None) -> dict[str, torch.Tensor]:
     """Load the tensors cached for ``config``, else ``compute()`` them and store them atomically.
 
-    The file records the hash of its key: a file copied under another key, or
-    one whose entries lack the ``expect``-ed shapes, raises :class:`ArtifactError`.
+    The file records the hash of its key and how long ``compute()`` took
+    (``seconds`` in its metadata, see :func:`cached_meta`): a file copied under
+    another key, or one whose entries lack the ``expect``-ed shapes, raises
+    :class:`ArtifactError`.
     """
     path = artifact_dir(kind, config) / "result.safetensors"
     key = config_key(config)
@@ -271,7 +274,13 @@ def cached(kind: str, config: dict, compute: Callable[[], Mapping[str, torch.Ten
             raise ArtifactError(f"{path} was written for {meta.get('kind')}/{meta.get('key')}, not "
                                 f"{kind}/{key} (moved or planted); delete it to recompute it")
         return tensors
+    start = time.perf_counter()
     result = dict(compute())
-    save_tensors(path, result, {"kind": kind, "key": key})
+    save_tensors(path, result, {"kind": kind, "key": key, "seconds": round(time.perf_counter() - start, 4)})
     tensors, _ = load_tensors(path, expect=expect)  # what a re-run will read, checked the same way
     return tensors
+
+
+def cached_meta(kind: str, config: dict) -> dict:
+    """The metadata :func:`cached` stored with an artifact (``seconds``: how long computing it took)."""
+    return load_tensors(cache_path(kind, config))[1]

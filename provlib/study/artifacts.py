@@ -30,7 +30,7 @@ import torch
 from .. import paths, sampling
 from ..checks import positive_int
 from ..data import ImageSet, SplitManifest, load_embedded, make_manifest
-from ..io import artifact_dir, cache_path, cached, code_version, replace_dir, tensor_sha256
+from ..io import artifact_dir, cache_path, cached, cached_meta, code_version, replace_dir, tensor_sha256
 from ..kernels import persample, trajectory
 from ..kernels.trajectory import FEATURES, trajectory_features
 from ..models import ddpm, load_model, model_fingerprint, save_model, train_ddpm
@@ -242,7 +242,8 @@ def split_images(params: dict, split: str, target: str | None = None, *, progres
 # ----------------------------------------------------------------------------- features
 
 def features(params: dict, split: str, *, target: str | None = None, chunk: int = 250,
-             shard: tuple[int, int] | None = None, device=None, progress: bool = True) -> dict[str, torch.Tensor] | None:
+             shard: tuple[int, int] | None = None, device=None, progress: bool = True,
+             seconds: bool = False) -> dict[str, torch.Tensor] | None:
     """Trajectory features of one split of a target on the profile's grid: {name: (N, T)}.
 
     Computed in chunks of ``chunk`` images, each cached atomically under a key
@@ -251,42 +252,74 @@ def features(params: dict, split: str, *, target: str | None = None, chunk: int 
     do not depend on each other.  A loaded chunk must hold exactly the rows of
     its images.  With ``shard=(rank, world_size)`` only every world_size-th
     chunk from ``rank`` is computed and nothing is returned (see
-    :mod:`provlib.extract`).
+    :mod:`provlib.extract`).  ``seconds=True`` adds ``seconds_per_image``, the
+    compute time recorded with the chunks.
+    """
+    grid = timestep_grid(params)
+    seed = _stream_seed(params["seed"], source_of(params, split, target))
+
+    def compute(model, part, callback):
+        return trajectory_features(*model, part.images, grid, seed=seed, ids=part.ids, device=device,
+                                   callback=callback)
+
+    out = chunked(params, split, "features", {"grid": grid.tolist(), "features": FEATURES},
+                  code_version(trajectory, persample), compute, {f: (len(grid),) for f in FEATURES},
+                  target=target, chunk=chunk, shard=shard, rows_per_image=len(grid), progress=progress)
+    if out is None:
+        return None
+    return {f: out[f] for f in FEATURES} | ({"seconds_per_image": out["seconds_per_image"]} if seconds else {})
+
+
+def chunked(params: dict, split: str, kind: str, settings: dict, code: str, compute, shapes: dict, *,
+            target: str | None = None, chunk: int = 250, shard: tuple[int, int] | None = None,
+            rows_per_image: int = 1, progress: bool = True) -> dict[str, torch.Tensor] | None:
+    """A per-image measurement of one split, computed in cached chunks: {name: (N, *shape)}.
+
+    ``compute(model, part, callback)`` returns ``{name: tensor}`` for the
+    :class:`ImageSet` ``part`` (``model`` is the target's ``(unet, scheduler)``,
+    loaded on the first chunk missing from the cache; ``callback(n)`` advances
+    the progress bar by ``n`` of the ``rows_per_image`` rows of each image).
+    Each chunk is cached under (kind, model weights, ``code``, ``settings``,
+    source, seed, image content and ids) and must hold the rows of its images
+    (``shapes`` gives each entry's shape after the image dimension).  The
+    compute time of each chunk is stored with it (``seconds_per_image``).
     """
     chunk = positive_int(chunk, "chunk")
     images = split_images(params, split, target, progress=progress)
     t = _target(params, target, progress)
-    grid, source = timestep_grid(params), source_of(params, split, target)
-    seed = _stream_seed(params["seed"], source)
-    base = {"model": t.fingerprint, "code": code_version(trajectory, persample), "source": source,
-            "grid": grid.tolist(), "seed": seed, "features": FEATURES}
+    base = {"model": t.fingerprint, "code": code, "source": source_of(params, split, target),
+            "seed": params["seed"], **settings}
     starts = list(range(0, len(images), chunk))
     mine = starts if shard is None else starts[shard[0]::shard[1]]
     parts = [images.subset(np.arange(s, min(s + chunk, len(images)))) for s in mine]
     keys = [{**base, "ids_sha256": hashlib.sha256(p.ids.tobytes()).hexdigest(),
              "images_sha256": tensor_sha256(p.images)} for p in parts]
-    todo = sum(len(p) * len(grid) for p, k in zip(parts, keys) if not cache_path("features", k).exists())
-    model: list = []  # loaded on the first chunk missing from the cache
+    todo = sum(len(p) * rows_per_image for p, k in zip(parts, keys) if not cache_path(kind, k).exists())
+    model: list = []
     out = []
-    with progress_bar(desc=f"features {t.name}/{split} ({len(grid)} timesteps)", total=todo,
-                      enabled=progress and todo > 0, unit="row") as bar:
+    with progress_bar(desc=f"{kind} {t.name}/{split}", total=todo, enabled=progress and todo > 0,
+                      unit="row" if rows_per_image > 1 else "img") as bar:
         for part, key in zip(parts, keys):
-            def compute(part=part):
+            def run(part=part):
                 if not model:
                     model.extend(t.load())
-                feats = trajectory_features(*model, part.images, grid, seed=seed, ids=part.ids, device=device,
-                                            callback=bar.update)
-                return {**feats, "ids": torch.as_tensor(part.ids)}
+                got = compute(model, part, bar.update)
+                if rows_per_image == 1:
+                    bar.update(len(part))
+                return {**got, "ids": torch.as_tensor(part.ids)}
 
-            shapes = {**{f: (len(part), len(grid)) for f in FEATURES}, "ids": (len(part),)}
-            got = cached("features", key, compute, expect=shapes)
+            expect = {**{name: (len(part), *shape) for name, shape in shapes.items()}, "ids": (len(part),)}
+            got = cached(kind, key, run, expect=expect)
             if not torch.equal(got["ids"], torch.as_tensor(part.ids)):
-                raise ValueError(f"cached features {cache_path('features', key)} hold other image ids than "
+                raise ValueError(f"cached {kind} {cache_path(kind, key)} hold other image ids than "
                                  "their key; delete the file to recompute it")
+            got["seconds"] = torch.full((len(part),), cached_meta(kind, key)["seconds"] / len(part))
             out.append(got)
     if shard is not None:
         return None
-    return {f: torch.cat([p[f] for p in out]) for f in FEATURES}
+    merged = {name: torch.cat([p[name] for p in out]) for name in [*shapes, "seconds"]}
+    merged["seconds_per_image"] = float(merged.pop("seconds").mean())
+    return merged
 
 
 def timestep_grid(params: dict) -> np.ndarray:
