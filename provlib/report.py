@@ -7,9 +7,12 @@ profile, seed and package versions that produced it.
 """
 from __future__ import annotations
 
+import json
 import platform
+from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 from . import paths
@@ -53,3 +56,27 @@ def save_table(df: pd.DataFrame, params: dict, name: str, *, caption: str = "", 
     md_text = (f"{caption}\n\n" if caption else "") + df.to_markdown(index=False, floatfmt=floatfmt)
     md_text += f"\n\n_Computed by provlib: {provenance(params)}._\n"
     return [atomic_write_text(d / f"{name}.md", md_text), atomic_write_text(d / f"{name}.csv", df.to_csv(index=False))]
+
+
+CLAIM_FIELDS = ("paper", "claim", "scope", "paper_value", "our_value", "holds", "detail")
+
+
+def save_claims(claims: list[dict], params: dict, name: str) -> Path:
+    """Save the verdicts a notebook computed as ``reports/<profile>/<name>_claims.json``.
+
+    Each claim has :data:`CLAIM_FIELDS`: the paper, the claim in words, its scope
+    (target, setting), the paper's number, ours, ``holds`` (a bool computed by
+    the notebook) and a detail (the margin, the interval).  The batch run
+    collects every notebook's claims into ``reports/<profile>/claims.md``.
+    """
+    rows = []
+    for c in claims:
+        missing = set(CLAIM_FIELDS) - set(c)
+        if missing:
+            raise ValueError(f"claim {c.get('claim')!r} lacks {sorted(missing)}")
+        if not isinstance(c["holds"], (bool, np.bool_)):
+            raise TypeError(f"claim {c['claim']!r}: holds must be a computed bool, got {c['holds']!r}")
+        rows.append({k: (bool(c[k]) if k == "holds" else str(c[k])) for k in CLAIM_FIELDS})
+    doc = {"provenance": provenance(params), "claims": rows}
+    return atomic_write_text(paths.reports_dir(params["profile"]) / f"{name}_claims.json",
+                             json.dumps(doc, indent=1, ensure_ascii=False) + "\n")

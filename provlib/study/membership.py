@@ -279,3 +279,53 @@ def evaluate(params: dict, setting: str, *, target: str | None = None, progress:
 def _mean_seconds(by_split: dict, r: Rows) -> float:
     n = {s: r.counts[s] for s in by_split}
     return sum(by_split[s]["seconds_per_image"] * n[s] for s in by_split) / sum(n.values())
+
+
+# ----------------------------------------------------------------------------- probes on parts of the features
+
+def trajectory_rows(params: dict, setting: str, target: str | None = None) -> tuple[Rows, dict]:
+    """The setting's rows and the trajectory features of its two splits (with their compute time)."""
+    r = rows(params, setting, target)
+    return r, {s: measure(params, "trajectory", s, target=target, progress=False) for s in ("member", setting)}
+
+
+def per_pass_seconds(params: dict, setting: str, target: str | None = None) -> dict:
+    """Measured seconds per image of one forward pass (SimA's run) and of one forward + backward row
+    of the trajectory kernel (the features' run), for costing probes on parts of the grid."""
+    r = rows(params, setting, target)
+    sima_m = {s: measure(params, "sima", s, target=target, progress=False) for s in ("member", setting)}
+    traj_m = {s: measure(params, "trajectory", s, target=target, progress=False) for s in ("member", setting)}
+    n_grid = len(timestep_grid(params))
+    return {"forward": _mean_seconds(sima_m, r) / len(BASELINE_TIMESTEPS["sima"]),
+            "forward+backward": _mean_seconds(traj_m, r) / n_grid}
+
+
+def probe_result(params: dict, r: Rows, feats: dict, *, families=FEATURES, columns=None, name: str = "probe",
+                 pass_seconds: dict | None = None) -> Result:
+    """The linear probe on ``families`` at grid ``columns`` (default: all), evaluated like every method."""
+    X = {s: trajectory_matrix(f, families, columns) for s, f in feats.items()}
+    n_t = len(np.arange(len(timestep_grid(params)))[slice(None) if columns is None else columns])
+    cost = attacks.passes("trajectory", range(n_t), features=families)
+    seconds = 0.0
+    if pass_seconds is not None:
+        seconds = n_t * pass_seconds["forward+backward" if cost["backward"] else "forward"]
+    return fitted(params, r, name, X, probe_fit_score(params["seed"]), cost, seconds)
+
+
+def with_budget(r: Rows, share: float, seed: int) -> tuple[Rows, dict]:
+    """The rows of an attacker who knows only ``share`` of the member training rows (the data budget).
+
+    Returns the reduced :class:`Rows` and, per split, the row indices to keep from
+    full-length value arrays (dropped member training rows are neither trained
+    on nor evaluated; the evaluation rows stay the same).
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must lie in (0, 1], got {share}")
+    mask = r.masks["member"]
+    train = np.flatnonzero(mask)
+    rng = np.random.default_rng(_stream_seed(seed, f"budget:{share}"))
+    kept_train = np.sort(rng.choice(train, max(2, int(round(share * len(train)))), replace=False))
+    keep = {"member": np.sort(np.r_[kept_train, np.flatnonzero(~mask)]),
+            r.negative: np.arange(len(r.masks[r.negative]))}
+    masks = {s: r.masks[s][keep[s]] for s in keep}
+    return Rows(r.negative, masks, {s: len(keep[s]) for s in keep}), keep
