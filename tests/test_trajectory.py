@@ -185,7 +185,7 @@ def test_image_gradient_of_the_mean_loss_matches_a_float64_loop(model, images):
 
     unet, sched = model
     ts = [0, 120, 500, 999]
-    got = image_layer_grad_norms(unet, sched, images[:3], ts, seed=4, ids=[10, 11, 12], batch_size=2)
+    got = image_layer_grad_norms(unet, sched, images[:3], ts, seed=4, ids=[10, 11, 12])
     names = layer_names(unet)
     double = copy.deepcopy(unet).double().requires_grad_(True)
     params = list(double.parameters())

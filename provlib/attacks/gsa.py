@@ -31,8 +31,7 @@ def gsa_features(unet, scheduler, images: torch.Tensor, timesteps: Sequence[int]
     if variant not in VARIANTS:
         raise ValueError(f"variant must be 1 or 2 (GSA_1, GSA_2), got {variant!r}")
     if variant == 1:
-        return image_layer_grad_norms(unet, scheduler, images, timesteps, seed=seed, ids=ids,
-                                      batch_size=batch_size or 8, device=device)
+        return image_layer_grad_norms(unet, scheduler, images, timesteps, seed=seed, ids=ids, device=device)
     per_t = trajectory_features(unet, scheduler, images, timesteps, seed=seed, ids=ids, features=[LAYERS],
                                 batch_size=batch_size or 64, device=device)[LAYERS]
     return per_t.mean(1)

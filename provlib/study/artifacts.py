@@ -32,7 +32,7 @@ from ..checks import positive_int
 from ..data import ImageSet, SplitManifest, load_embedded, make_manifest
 from ..io import artifact_dir, cache_path, cached, cached_meta, code_version, replace_dir, tensor_sha256
 from ..kernels import persample, trajectory
-from ..kernels.trajectory import FEATURES, trajectory_features
+from ..kernels.trajectory import FEATURES, LAYERS, trajectory_features
 from ..models import ddpm, load_model, model_fingerprint, save_model, train_ddpm
 from ..progress import progress_bar
 from ..sampling import sample
@@ -243,7 +243,7 @@ def split_images(params: dict, split: str, target: str | None = None, *, progres
 
 def features(params: dict, split: str, *, target: str | None = None, chunk: int = 250,
              shard: tuple[int, int] | None = None, device=None, progress: bool = True,
-             seconds: bool = False) -> dict[str, torch.Tensor] | None:
+             seconds: bool = False, layers: bool = False) -> dict[str, torch.Tensor] | None:
     """Trajectory features of one split of a target on the profile's grid: {name: (N, T)}.
 
     Computed in chunks of ``chunk`` images, each cached atomically under a key
@@ -253,21 +253,26 @@ def features(params: dict, split: str, *, target: str | None = None, chunk: int 
     its images.  With ``shard=(rank, world_size)`` only every world_size-th
     chunk from ``rank`` is computed and nothing is returned (see
     :mod:`provlib.extract`).  ``seconds=True`` adds ``seconds_per_image``, the
-    compute time recorded with the chunks.
+    compute time recorded with the chunks; ``layers=True`` adds each layer's
+    share of ||grad_theta L_t||^2 (``grad_theta_layers``, (N, T, n_layers)),
+    which the same backward computes (GSA_2 reads it).
     """
     grid = timestep_grid(params)
     seed = _stream_seed(params["seed"], source_of(params, split, target))
+    names = (*FEATURES, LAYERS)
 
     def compute(model, part, callback):
         return trajectory_features(*model, part.images, grid, seed=seed, ids=part.ids, device=device,
-                                   callback=callback)
+                                   features=names, callback=callback)
 
-    out = chunked(params, split, "features", {"grid": grid.tolist(), "features": FEATURES},
-                  code_version(trajectory, persample), compute, {f: (len(grid),) for f in FEATURES},
+    shapes = {**{f: (len(grid),) for f in FEATURES}, LAYERS: (len(grid), None)}
+    out = chunked(params, split, "features", {"grid": grid.tolist(), "features": names},
+                  code_version(trajectory, persample), compute, shapes,
                   target=target, chunk=chunk, shard=shard, rows_per_image=len(grid), progress=progress)
     if out is None:
         return None
-    return {f: out[f] for f in FEATURES} | ({"seconds_per_image": out["seconds_per_image"]} if seconds else {})
+    keep = [*FEATURES, *([LAYERS] if layers else []), *(["seconds_per_image"] if seconds else [])]
+    return {k: out[k] for k in keep}
 
 
 def chunked(params: dict, split: str, kind: str, settings: dict, code: str, compute, shapes: dict, *,

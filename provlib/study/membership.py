@@ -29,7 +29,7 @@ from .. import attacks
 from ..attacks import gsa, pia, secmi, sima
 from ..io import artifact_dir, code_version, load_state, save_state
 from ..kernels import ddim, persample, trajectory
-from ..kernels.trajectory import FEATURES  # noqa: F401  (re-exported for the notebooks)
+from ..kernels.trajectory import FEATURES, LAYERS
 from ..metrics import auc, best_threshold, binary_report
 from ..probe import LinearProbe, log_features
 from . import artifacts
@@ -42,8 +42,8 @@ BASELINE_TIMESTEPS = {
     "pian": (50, 100, 200, 300, 500),
     "sima": (0, 20, 40, 60, 80, 100, 150, 200),  # SimA scans small t
     "secmi": (50, 100, 200),                   # SecMI's default t_sec is 100, k = 10
-    "gsa": gsa.TIMESTEPS,                      # 10 equidistant timesteps
 }
+GSA_POINTS = 10  # GSA's timesteps: 10 points of the trajectory grid, evenly spread (gsa_timesteps)
 SECMI_K = 10
 SECMI_NN_T = 100        # the t_sec whose residual maps SecMI_NNs classifies (the paper's default)
 SECMI_NN_SHARE = 0.2    # SecMI_NNs trains on 20% of the rows (drawn from the training rows)
@@ -52,13 +52,30 @@ MEASURES = ("trajectory", "pia", "pian", "sima", "secmi", "gsa1", "gsa2")
 
 # ----------------------------------------------------------------------------- measurements
 
+def gsa_columns(params: dict) -> np.ndarray:
+    """The grid columns GSA reads: :data:`GSA_POINTS` evenly spread points of the trajectory grid.
+
+    GSA uses 10 equidistant timesteps; taking them on the trajectory grid lets
+    GSA_2 read the per-layer norms of the features' own backward (same noise,
+    no second run).  On a grid of 10 points (every 100th step) they are exactly
+    0, 100, ..., 900.
+    """
+    n = len(timestep_grid(params))
+    return np.unique(np.linspace(0, n - 1, min(GSA_POINTS, n)).round().astype(int))
+
+
+def gsa_timesteps(params: dict) -> list[int]:
+    return [int(t) for t in timestep_grid(params)[gsa_columns(params)]]
+
+
 def measure(params: dict, method: str, split: str, *, target: str | None = None, progress: bool = True) -> dict:
     """Raw measurements of ``method`` on one split: ``{"values": (N, ...), ..., "seconds_per_image": s}``.
 
     ``values`` is (N, T) over :data:`BASELINE_TIMESTEPS` for pia, pian, sima and
     secmi (lower = member; secmi adds ``residuals`` (N, T, C, H, W)), (N, layers)
-    for gsa1 / gsa2, and the trajectory features ``loss``, ``grad_x``,
-    ``grad_theta`` (N, grid) for ``trajectory``.
+    for gsa1 / gsa2 (at :func:`gsa_timesteps`; gsa2 from the features' own
+    backward), and the trajectory features ``loss``, ``grad_x``, ``grad_theta``
+    (N, grid) for ``trajectory``.
     """
     if method not in MEASURES:
         raise ValueError(f"unknown measurement {method!r}; choose from {MEASURES}")
@@ -82,9 +99,14 @@ def measure(params: dict, method: str, split: str, *, target: str | None = None,
             errors, maps = secmi.secmi_t_error(*model, part.images, list(ts), SECMI_K, return_residuals=True)
             return {"values": errors, "residuals": maps}
         shapes, code = {"values": (len(ts),), "residuals": (len(ts), 1, size, size)}, code_version(secmi, ddim)
+    elif method == "gsa2":  # the features' per-layer norms at GSA's timesteps, averaged over them
+        f = features(params, split, target=target, progress=progress, seconds=True, layers=True)
+        cols = gsa_columns(params)
+        return {"values": f[LAYERS][:, cols].mean(1),
+                "seconds_per_image": f["seconds_per_image"] * len(cols) / len(timestep_grid(params))}
     else:
-        ts, variant = BASELINE_TIMESTEPS["gsa"], int(method[-1])
-        compute = lambda model, part, cb: {"values": gsa.gsa_features(*model, part.images, list(ts), variant=variant,
+        ts = gsa_timesteps(params)
+        compute = lambda model, part, cb: {"values": gsa.gsa_features(*model, part.images, ts, variant=1,
                                                                       seed=seed, ids=part.ids)}
         shapes, code = {"values": (None,)}, code_version(gsa, trajectory, persample)
     return chunked(params, split, f"attack-{method}", {"timesteps": list(ts), "k": SECMI_K}, code, compute, shapes,
@@ -259,7 +281,7 @@ def evaluate(params: dict, setting: str, *, target: str | None = None, progress:
     for meth, name in (("gsa1", "GSA_1"), ("gsa2", "GSA_2")):
         X = {s: m[meth][s]["values"].numpy() for s in splits}
         out[name] = fitted(params, r, name, X, lambda a, b, c: gsa.gsa_scores(a, b, c, seed=params["seed"]),
-                           attacks.passes(meth, BASELINE_TIMESTEPS["gsa"]), sec[meth])
+                           attacks.passes(meth, gsa_timesteps(params)), sec[meth])
     j = BASELINE_TIMESTEPS["secmi"].index(SECMI_NN_T)
     maps = {s: m["secmi"][s]["residuals"][:, j].numpy() for s in splits}
     out["SecMI_NNs"] = cnn(params, r, "SecMI_NNs", maps, attacks.passes("secmi_nn", [SECMI_NN_T], k=SECMI_K),
