@@ -97,6 +97,11 @@ def roc_points(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.nda
     Equal to ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``.
     """
     y, s = _check_binary(labels, scores)
+    return _roc(y, s)
+
+
+def _roc(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`roc_points` of checked 0/1 labels and float scores."""
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
     last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # end of each tie group
@@ -235,17 +240,8 @@ def _bootstrap_many(fns: Mapping[str, MetricFn], labels: ArrayLike, scores: Arra
     s = np.asarray(scores, dtype=np.float64)
     if y.ndim != 1 or y.size == 0 or len(s) != len(y):
         raise ValueError(f"need non-empty 1-D labels and scores of equal length, got {y.shape}, {s.shape}")
-    if n_boot < 1 or not 0.0 < alpha < 1.0:
-        raise ValueError(f"need n_boot >= 1 and alpha in (0, 1), got {n_boot}, {alpha}")
-    rng = np.random.default_rng(seed)
-    strata = [np.flatnonzero(y == c) for c in np.unique(y)]
-    values = {name: np.empty(n_boot) for name in fns}
-    for b in range(n_boot):
-        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in strata])
-        for name, fn in fns.items():
-            values[name][b] = fn(y[idx], s[idx])
-    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
-    return {name: tuple(float(v) for v in np.percentile(vals, q)) for name, vals in values.items()}
+    cis = _bootstrap_vector(lambda a, b: np.array([fn(a, b) for fn in fns.values()]), y, s, n_boot, seed, alpha)
+    return dict(zip(fns, cis))
 
 
 def bootstrap_ci(metric_fn: MetricFn, labels: ArrayLike, scores: ArrayLike, n_boot: int = 1000,
@@ -278,17 +274,42 @@ def binary_report(labels: ArrayLike, scores: ArrayLike, *, threshold: float,
     if np.isnan(threshold):
         raise ValueError("binary_report: threshold is NaN; pass the threshold chosen on training rows "
                          "(best_threshold), +inf to predict nothing positive")
-    fns: dict[str, MetricFn] = {"auc": auc}
-    for f in fprs:
-        _check_max_fpr(f)
-        fns[f"tpr@{fpr_label(f)}fpr"] = lambda a, b, f=f: tpr_at_fpr(a, b, f)
-    fns["asr"] = lambda a, b: asr(a, b, threshold)
+    fprs = [_check_max_fpr(f) for f in fprs]
+    names = ["auc", *[f"tpr@{fpr_label(f)}fpr" for f in fprs], "asr"]  # the order of _binary_metrics
     n_pos = int(y.sum())
     out: dict = {"n_pos": n_pos, "n_neg": len(y) - n_pos, "threshold": float(threshold)}
     for f in fprs:
         out[f"fp_allowed@{fpr_label(f)}"] = fp_allowed(f, out["n_neg"])
-    cis = _bootstrap_many(fns, y, s, n_boot, seed, alpha)
-    for name, fn in fns.items():
-        out[name] = fn(y, s)
-        out[f"{name}_lo"], out[f"{name}_hi"] = cis[name]
+    point = _binary_metrics(y, s, fprs, threshold)
+    cis = _bootstrap_vector(lambda a, b: _binary_metrics(a, b, fprs, threshold), y, s, n_boot, seed, alpha)
+    for j, name in enumerate(names):
+        out[name] = float(point[j])
+        out[f"{name}_lo"], out[f"{name}_hi"] = cis[j]
     return out
+
+
+def _binary_metrics(y: np.ndarray, s: np.ndarray, fprs: Sequence[float], threshold: float) -> np.ndarray:
+    """AUC, TPR at each FPR, and ASR from one ROC (one sort): the values of :func:`auc`,
+    :func:`tpr_at_fpr` and :func:`asr` (the AUC as the area under the tie-aware ROC, which is the
+    Mann-Whitney statistic)."""
+    fpr, tpr, _ = _roc(y, s)
+    pred = s >= threshold
+    asr_value = (np.mean(pred[y == 1]) + np.mean(~pred[y == 0])) / 2.0
+    return np.array([np.trapezoid(tpr, fpr), *[tpr[fpr <= f].max() for f in fprs], asr_value])
+
+
+def _bootstrap_vector(fn, y: np.ndarray, s: np.ndarray, n_boot: int, seed: int,
+                      alpha: float) -> list[tuple[float, float]]:
+    """Percentile intervals of every entry of ``fn(labels, scores)`` over stratified resamples
+    (the same resamples, in the same order, as :func:`bootstrap_ci` with the same seed)."""
+    if n_boot < 1 or not 0.0 < alpha < 1.0:
+        raise ValueError(f"need n_boot >= 1 and alpha in (0, 1), got {n_boot}, {alpha}")
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(y == c) for c in np.unique(y)]
+    values = []
+    for _ in range(n_boot):
+        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in strata])
+        values.append(fn(y[idx], s[idx]))
+    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+    lo, hi = np.percentile(np.array(values), q, axis=0)
+    return [(float(a), float(b)) for a, b in zip(lo, hi)]

@@ -183,7 +183,11 @@ def test_binary_report_keys_and_values():
     assert rep["asr"] == pytest.approx(balanced_accuracy_score(y, s >= thr))
     for name in ("auc", "tpr@10%fpr", "tpr@1%fpr", "tpr@0.1%fpr", "asr"):
         assert rep[f"{name}_lo"] <= rep[name] + 1e-12 and rep[name] <= rep[f"{name}_hi"] + 1e-12
-    assert (rep["auc_lo"], rep["auc_hi"]) == M.bootstrap_ci(M.auc, y, s, n_boot=100)
+    assert (rep["auc_lo"], rep["auc_hi"]) == pytest.approx(M.bootstrap_ci(M.auc, y, s, n_boot=100), abs=1e-12)
+    assert (rep["tpr@1%fpr_lo"], rep["tpr@1%fpr_hi"]) == pytest.approx(
+        M.bootstrap_ci(lambda a, b: M.tpr_at_fpr(a, b, 0.01), y, s, n_boot=100), abs=1e-12)
+    assert (rep["asr_lo"], rep["asr_hi"]) == pytest.approx(
+        M.bootstrap_ci(lambda a, b: M.asr(a, b, thr), y, s, n_boot=100), abs=1e-12)
 
 
 @pytest.mark.parametrize("fn", [M.auc, M.roc_points, lambda y, s: M.tpr_at_fpr(y, s, 0.1),
