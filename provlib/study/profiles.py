@@ -23,7 +23,7 @@ PROFILES: dict[str, dict] = {
     "cpu": {
         "profile": "cpu",
         "seed": 0,
-        "targets": ["fm500"],
+        "targets": ["fm500", "fm1000", "fm2000"],
         "n_generated": 500,
         "sampler_steps": 100,
         "timestep_stride": 40,
