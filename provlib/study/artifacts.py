@@ -228,14 +228,15 @@ def _stream_seed(seed: int, stream: str) -> int:
 
 def source_of(params: dict, split: str, target: str | None = None) -> str:
     """The dataset a split's images come from (its noise stream); ``generated`` for the model's samples."""
-    return "generated" if split == "generated" else manifest(params, target).datasets[split]
+    datasets = manifest(params, target).datasets
+    if split not in [*datasets, "generated"]:
+        raise ValueError(f"unknown split {split!r}; choose from {[*datasets, 'generated']}")
+    return "generated" if split == "generated" else datasets[split]
 
 
 def split_images(params: dict, split: str, target: str | None = None, *, progress: bool = True) -> ImageSet:
     """One split's images; ``split`` is ``member``, ``heldout``, ``external`` or ``generated``."""
-    splits = [*manifest(params, target).indices, "generated"]
-    if split not in splits:
-        raise ValueError(f"unknown split {split!r}; choose from {splits}")
+    source_of(params, split, target)  # checks the name
     return generated(params, target, progress=progress) if split == "generated" else image_sets(params, target)[split]
 
 
