@@ -26,7 +26,7 @@ __all__ = [
     "roc_points", "auc", "fp_allowed", "threshold_at_fpr", "tpr_at_fpr",
     "balanced_accuracy", "best_threshold", "asr",
     "macro_auc", "macro_tpr_at_fpr", "multiclass_balanced_accuracy",
-    "bootstrap_ci", "binary_report", "fpr_label",
+    "bootstrap_ci", "binary_report", "fpr_label", "operating_point",
 ]
 
 
@@ -313,3 +313,26 @@ def _bootstrap_vector(fn, y: np.ndarray, s: np.ndarray, n_boot: int, seed: int,
     q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
     lo, hi = np.percentile(np.array(values), q, axis=0)
     return [(float(a), float(b)) for a, b in zip(lo, hi)]
+
+
+def operating_point(labels: ArrayLike, scores: ArrayLike, threshold: float, *, n_boot: int = 1000,
+                    seed: int = 0, alpha: float = 0.05) -> dict:
+    """TPR and FPR of ``scores >= threshold`` on these (evaluation) rows, with bootstrap intervals.
+
+    For a threshold fixed beforehand, e.g. :func:`threshold_at_fpr` on training
+    rows: the operating point an attacker actually gets, whose FPR may exceed
+    the target it was calibrated for.  Keys ``tpr``, ``fpr`` and their
+    ``_lo`` / ``_hi``.
+    """
+    y, s = _check_binary(labels, scores)
+    if np.isnan(threshold):
+        raise ValueError("operating_point: threshold is NaN")
+
+    def rates(a, b):
+        pred = b >= threshold
+        return np.array([np.mean(pred[a == 1]), np.mean(pred[a == 0])])
+
+    point = rates(y, s)
+    (tlo, thi), (flo, fhi) = _bootstrap_vector(rates, y, s, n_boot, seed, alpha)
+    return {"tpr": float(point[0]), "fpr": float(point[1]), "tpr_lo": tlo, "tpr_hi": thi, "fpr_lo": flo,
+            "fpr_hi": fhi}

@@ -73,3 +73,16 @@ def test_the_evaluation_is_cached_and_reloads_equal():
         assert first[name].report == again[name].report
         np.testing.assert_array_equal(first[name].eval_scores, again[name].eval_scores)
         assert first[name].report["n_pos"] + first[name].report["n_neg"] == len(first[name].eval_scores)
+
+
+def test_the_operating_point_threshold_is_set_on_training_rows_and_can_miss_its_fpr():
+    """Training scores of non-members sit lower than their evaluation scores: the threshold
+    calibrated for 1% FPR on training rows lets through far more evaluation false positives."""
+    params = {**get_profile("tiny"), "n_bootstrap": 10}
+    r = M.Rows("heldout", {"member": np.r_[np.ones(100, bool), np.zeros(100, bool)],
+                           "heldout": np.r_[np.ones(100, bool), np.zeros(100, bool)]})
+    rng = np.random.default_rng(1)
+    scores = {"member": (rng.normal(size=200) + 3)[:, None],
+              "heldout": np.r_[rng.normal(size=100), rng.normal(size=100) + 2][:, None]}
+    res = M.single_score(params, r, "x", scores, [0], {"forward": 1, "backward": 0}, 0.0)
+    assert res.report["op_fpr"] > 0.2 and res.report["tpr@1%fpr"] <= 1.0

@@ -226,3 +226,13 @@ def test_bad_multiclass_input_raises():
         M.multiclass_balanced_accuracy(y, y[:-1])
     with pytest.raises(ValueError, match="predictions must be 0/1"):
         M.balanced_accuracy([0, 1], [0, 2])
+
+
+def test_operating_point_counts_the_rates_of_a_fixed_threshold():
+    y = np.r_[np.ones(4, int), np.zeros(6, int)]
+    s = np.array([0.9, 0.8, 0.3, 0.2, 0.85, 0.5, 0.4, 0.1, 0.05, 0.0])
+    op = M.operating_point(y, s, 0.35, n_boot=50)
+    assert op["tpr"] == 0.5 and op["fpr"] == pytest.approx(3 / 6)
+    assert op["tpr_lo"] <= op["tpr"] <= op["tpr_hi"] and op["fpr_lo"] <= op["fpr"] <= op["fpr_hi"]
+    with pytest.raises(ValueError, match="threshold is NaN"):
+        M.operating_point(y, s, float("nan"))

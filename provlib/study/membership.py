@@ -11,9 +11,11 @@ same-distribution ``heldout`` images, or vs ``external`` MNIST digits):
 - single-score methods choose their timestep by AUC on training rows and
   report every timestep's evaluation AUC beside it (methods.md, section 5);
 - classifiers (GSA's boosted trees, the CNNs) are fitted on training rows; the
-  ASR threshold of any method is chosen on training-row scores the method was
-  not fitted on (5-fold cross-validation for the probe and GSA; a held-back
-  fifth of the training rows for the CNNs);
+  thresholds of any method (for ASR, and the operating point calibrated for 1%
+  FPR) are chosen on training-row scores the method was not fitted on (5-fold
+  cross-validation for the probe and GSA; a held-back fifth of the training
+  rows for the CNNs), and the operating point's TPR and FPR are measured on
+  the evaluation rows, next to the threshold-free TPR at 1% FPR;
 - every number is measured on the evaluation rows, with bootstrap intervals and
   the number of negatives behind each low-FPR figure.
 """
@@ -30,7 +32,7 @@ from ..attacks import gsa, pia, secmi, sima
 from ..io import artifact_dir, code_version, load_state, save_state
 from ..kernels import ddim, persample, trajectory
 from ..kernels.trajectory import FEATURES, LAYERS
-from ..metrics import auc, best_threshold, binary_report
+from ..metrics import auc, best_threshold, binary_report, operating_point, threshold_at_fpr
 from ..probe import LinearProbe, log_features
 from . import artifacts
 from .artifacts import _stream_seed, chunked, features, source_of, split_images, timestep_grid, train_mask
@@ -160,8 +162,18 @@ class Result:
     eval_scores: np.ndarray | None = None
 
 
-def _report(params, y_ev, s_ev, threshold) -> dict:
-    return binary_report(y_ev, s_ev, threshold=threshold, n_boot=params["n_bootstrap"], seed=params["seed"])
+OPERATING_FPR = 0.01  # the FPR the operating point is calibrated for, on training rows
+
+
+def _report(params, y_ev, s_ev, y_cal, s_cal) -> dict:
+    """Evaluation-row metrics, with both thresholds set on calibration rows (``y_cal``, ``s_cal``:
+    training rows, scored by a method not fitted on them): the ASR threshold (best balanced accuracy)
+    and the operating point calibrated for 1% FPR (``op_*``: the TPR and FPR it gets on evaluation rows)."""
+    rep = binary_report(y_ev, s_ev, threshold=best_threshold(y_cal, s_cal), n_boot=params["n_bootstrap"],
+                        seed=params["seed"])
+    thr = threshold_at_fpr(y_cal, s_cal, OPERATING_FPR)
+    op = operating_point(y_ev, s_ev, thr, n_boot=params["n_bootstrap"], seed=params["seed"])
+    return {**rep, "op_threshold": float(thr), **{f"op_{k}": v for k, v in op.items()}}
 
 
 def single_score(params, r: Rows, name: str, scores: dict, ts, cost: dict, seconds: float) -> Result:
@@ -170,7 +182,7 @@ def single_score(params, r: Rows, name: str, scores: dict, ts, cost: dict, secon
     y_tr, y_ev = r.labels("train"), r.labels("eval")
     per_t = {int(t): (auc(y_tr, tr[:, j]), auc(y_ev, ev[:, j])) for j, t in enumerate(ts)}
     j = int(np.argmax([per_t[int(t)][0] for t in ts]))
-    report = _report(params, y_ev, ev[:, j], best_threshold(y_tr, tr[:, j]))
+    report = _report(params, y_ev, ev[:, j], y_tr, tr[:, j])
     return Result(name, report, cost["forward"], cost["backward"], seconds, int(ts[j]), per_t, ev[:, j])
 
 
@@ -187,8 +199,8 @@ def fitted(params, r: Rows, name: str, X: dict, fit_score, cost: dict, seconds: 
     X_tr, X_ev = r.stack(X, "train"), r.stack(X, "eval")
     y_tr, y_ev = r.labels("train"), r.labels("eval")
     s_ev = fit_score(X_tr, y_tr, X_ev)
-    threshold = best_threshold(y_tr, _cv_scores(fit_score, X_tr, y_tr, params["seed"]))
-    return Result(name, _report(params, y_ev, s_ev, threshold), cost["forward"], cost["backward"], seconds,
+    report = _report(params, y_ev, s_ev, y_tr, _cv_scores(fit_score, X_tr, y_tr, params["seed"]))
+    return Result(name, report, cost["forward"], cost["backward"], seconds,
                   eval_scores=s_ev)
 
 
@@ -222,7 +234,7 @@ def cnn(params, r: Rows, name: str, X: dict, cost: dict, seconds: float, *, shar
     both = scorer(torch.as_tensor(X_tr[fit]), y_tr[fit], torch.cat([torch.as_tensor(X_tr[calib]),
                                                                    torch.as_tensor(X_ev)]), params["seed"], progress)
     s_cal, s_ev = both[:calib.sum()], both[calib.sum():]
-    report = _report(params, y_ev, s_ev, best_threshold(y_tr[calib], s_cal))
+    report = _report(params, y_ev, s_ev, y_tr[calib], s_cal)
     return Result(name, report, cost["forward"], cost["backward"], seconds, eval_scores=s_ev)
 
 
