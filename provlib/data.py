@@ -10,12 +10,16 @@ Sources:
 - torchvision datasets such as CIFAR-10 (when torchvision and the data or a
   network are present).
 
+:func:`reencode` puts images through a file codec (8-bit, JPEG, resize),
+the same for every class of a comparison.
+
 Splits are drawn from a seed, never overlap, and are saved as a JSON manifest
 of indices with a sha256 over its content.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -134,6 +138,47 @@ def to_model_range(uint8_images: np.ndarray | torch.Tensor, size: int | None = N
     if size is not None and tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.clamp_(-1.0, 1.0).contiguous()
+
+
+CODECS = ("none", "png", "jpeg90", "jpeg75", "resize")
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1] (N, C, H, W) to uint8 pixels (N, C, H, W), rounded to the nearest level."""
+    check_images(images, warn_range=False)
+    return ((images.detach().cpu().double().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def reencode(images: torch.Tensor, codec: str) -> torch.Tensor:
+    """``images`` (N, C, H, W) in [-1, 1] as a file would hand them back after ``codec``.
+
+    ``none``: unchanged; ``png``: 8-bit (what saving as PNG does); ``jpeg90`` /
+    ``jpeg75``: 8-bit then JPEG at that quality (Pillow, 4:4:4 chroma); ``resize``:
+    8-bit, down to half the side and back up (antialiased bilinear, Pillow).
+    Every class of a comparison goes through the same codec, so that no
+    method can tell the classes apart by their encoding.
+    """
+    from PIL import Image
+
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; choose from {CODECS}")
+    if codec == "none":
+        return images
+    pixels = to_uint8(images)
+    out = np.empty_like(pixels)
+    for i, arr in enumerate(pixels):
+        im = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
+        if codec.startswith("jpeg"):
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=int(codec[4:]), subsampling=0)
+            im = Image.open(io.BytesIO(buf.getvalue()))
+            im.load()
+        elif codec == "resize":
+            w, h = im.size
+            im = im.resize((max(1, w // 2), max(1, h // 2)), Image.BILINEAR).resize((w, h), Image.BILINEAR)
+        arr2 = np.asarray(im, dtype=np.uint8)
+        out[i] = arr2[None] if arr2.ndim == 2 else arr2.transpose(2, 0, 1)
+    return to_model_range(out)
 
 
 def embedded_path(name: str) -> Path:

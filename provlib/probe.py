@@ -30,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from .checks import positive_int
 from .progress import progress_bar
 
-__all__ = ["LinearProbe", "log_features", "weights_by_family", "DEFAULT_CS", "RECIPES"]
+__all__ = ["LinearProbe", "feature_matrix", "log_features", "weights_by_family", "DEFAULT_CS", "RECIPES"]
 
 DEFAULT_CS = np.logspace(-4, 2, 13)
 RECIPES = ("logreg", "adamw")
@@ -39,6 +39,12 @@ RECIPES = ("logreg", "adamw")
 def log_features(X: ArrayLike) -> np.ndarray:
     """``log(max(X, 1e-30))``: log scale for non-negative features (squared norms)."""
     return np.log(np.maximum(np.asarray(X, dtype=np.float64), 1e-30))
+
+
+def feature_matrix(feats: dict, families: Sequence[str], columns=None) -> np.ndarray:
+    """Log features of ``families`` side by side, (N, len(families) * T) (optionally only grid ``columns``)."""
+    cols = slice(None) if columns is None else columns
+    return log_features(np.concatenate([np.asarray(feats[f])[:, cols] for f in families], axis=1))
 
 
 def _check_X(X: ArrayLike, n_features: int | None = None) -> np.ndarray:
@@ -159,6 +165,18 @@ class LinearProbe:
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Most probable class label per row."""
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def export(self) -> dict[str, np.ndarray]:
+        """The fitted probe as plain arrays: ``mean``, ``scale`` (standardisation), ``coef`` (n_out, d) and
+        ``intercept`` (n_out,), so that ``decision_function(X) == ((X - mean) / scale) @ coef.T + intercept``."""
+        self._check_fitted()
+        if self.recipe == "logreg":
+            intercept = np.asarray(self.model_[-1].intercept_, dtype=np.float64)
+        else:
+            intercept = self.linear_.bias.detach().double().numpy().copy()
+        return {"mean": np.asarray(self.scaler_.mean_, dtype=np.float64),
+                "scale": np.asarray(self.scaler_.scale_, dtype=np.float64),
+                "coef": self.coefficients(), "intercept": intercept.reshape(-1)}
 
     def coefficients(self) -> np.ndarray:
         """Weights W in standardised feature space, shape (n_out, d); binary n_out = 1."""

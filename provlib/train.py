@@ -4,6 +4,8 @@
     python -m provlib.train --target fm2000 --embed    # ... and copy it into provlib/embedded/models/fm2000
     python -m provlib.train --target fm2000 --retrain  # ignore cache and shipped model
     python -m provlib.train --profile cpu --embed      # every target of a profile
+    python -m provlib.train --generator fm-vae --embed # an open-world generator (see provlib.study.generators)
+    python -m provlib.train --profile cpu --generators --embed   # every generator of a profile's open world
 
 The shipped model is only ever replaced by a complete, loadable new one
 (written beside it, then renamed into place); when it already matches the
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from .study import artifacts
+from .study import artifacts, generators
 from .study.profiles import get_profile
 from .study.targets import TARGETS, get_target
 
@@ -40,9 +42,23 @@ def main(argv=None) -> None:
     which = ap.add_mutually_exclusive_group(required=True)
     which.add_argument("--target", choices=sorted(TARGETS), help="one target model")
     which.add_argument("--profile", help="every target the profile lists")
+    which.add_argument("--generator", choices=sorted(n for n, g in generators.GENERATORS.items() if g.trained),
+                       help="one open-world generator")
+    ap.add_argument("--generators", action="store_true",
+                    help="with --profile: the trained generators of the profile's open world instead of its targets")
     ap.add_argument("--retrain", action="store_true", help="train from scratch even if a model exists")
     ap.add_argument("--embed", action="store_true", help="copy the trained model into provlib/embedded/models/")
     args = ap.parse_args(argv)
+    if args.generators and not args.profile:
+        ap.error("--generators goes with --profile")
+    if args.generator or args.generators:
+        names = [args.generator] if args.generator else [
+            n for n in get_profile(args.profile)["open_world"] if generators.get_generator(n).trained]
+        seed = 0 if args.generator else get_profile(args.profile)["seed"]
+        for name in names:
+            out = (generators.embed if args.embed else generators.model_dir)(name, seed, retrain=args.retrain)
+            print(f"generator {name}: {out}")
+        return
     if args.target:
         names, seed = [args.target], 0
     else:

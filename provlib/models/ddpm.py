@@ -31,6 +31,7 @@ class UNetConfig:
     block_out_channels: tuple[int, ...] = (32, 64)
     layers_per_block: int = 1
     norm_num_groups: int = 8
+    attention: bool = False   # self-attention blocks at the lowest resolution
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,10 @@ class TrainConfig:
     beta_end: float = 0.02
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.unet.attention:  # recorded only when set: shipped models' recorded configs predate it
+            del d["unet"]["attention"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -62,11 +66,13 @@ class TrainConfig:
 
 def build_unet(cfg: UNetConfig) -> UNet2DModel:
     n = len(cfg.block_out_channels)
+    down, up = ["DownBlock2D"] * n, ["UpBlock2D"] * n
+    if cfg.attention:
+        down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
     return UNet2DModel(
         sample_size=cfg.sample_size, in_channels=cfg.channels, out_channels=cfg.channels,
         block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
-        down_block_types=("DownBlock2D",) * n, up_block_types=("UpBlock2D",) * n,
-        norm_num_groups=cfg.norm_num_groups)
+        down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=cfg.norm_num_groups)
 
 
 def make_scheduler(cfg: TrainConfig) -> DDPMScheduler:
@@ -79,8 +85,12 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | None = None,
-               checkpoint_every: int = 50, progress: bool = True) -> tuple[UNet2DModel, DDPMScheduler, list]:
+               checkpoint_every: int = 50, init: UNet2DModel | None = None,
+               progress: bool = True) -> tuple[UNet2DModel, DDPMScheduler, list]:
     """Train a DDPM on ``images`` (in [-1, 1]); return its EMA UNet, scheduler and loss history.
+
+    ``init`` starts from that model's weights (a fine-tune; its architecture
+    must be ``cfg.unet``) instead of a fresh initialisation.
 
     With ``checkpoint`` (a ``.safetensors`` path), the training state is saved
     atomically every ``checkpoint_every`` epochs and a re-run resumes from it:
@@ -94,6 +104,8 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
                          f"{(cfg.unet.channels, cfg.unet.sample_size, cfg.unet.sample_size)}")
     torch.manual_seed(cfg.seed)
     unet = build_unet(cfg.unet)
+    if init is not None:
+        unet.load_state_dict(init.state_dict())
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -29,7 +29,7 @@ import torch
 
 from .. import paths, sampling
 from ..checks import positive_int
-from ..data import ImageSet, SplitManifest, load_embedded, make_manifest
+from ..data import CODECS, ImageSet, SplitManifest, load_embedded, make_manifest, reencode
 from ..io import artifact_dir, cache_path, cached, cached_meta, code_version, replace_dir, tensor_sha256
 from ..kernels import persample, trajectory
 from ..kernels.trajectory import FEATURES, LAYERS, trajectory_features
@@ -226,18 +226,59 @@ def _stream_seed(seed: int, stream: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{stream}".encode()).digest()[:7], "big")
 
 
+def parse_split(split: str) -> tuple[str, int | None, str]:
+    """``"heldout#150@jpeg75"`` -> ``("heldout", 150, "jpeg75")``: the base split, the size of a seeded
+    subset of it (``None``: all of it) and the codec (``"none"`` without ``@``)."""
+    rest, _, codec = split.partition("@")
+    base, _, count = rest.partition("#")
+    if codec and codec not in CODECS:
+        raise ValueError(f"split {split!r}: unknown codec {codec!r}; choose from {CODECS}")
+    if count and (not count.isdigit() or int(count) < 1):
+        raise ValueError(f"split {split!r}: the subset size after '#' must be a positive integer")
+    return base, int(count) if count else None, codec or "none"
+
+
+def subset_positions(seed: int, base: str, total: int, n: int) -> np.ndarray:
+    """Sorted positions of the seeded ``n``-image subset of split ``base`` (of ``total`` images)."""
+    rng = np.random.default_rng(_stream_seed(seed, f"subset:{base}"))
+    return np.sort(rng.choice(total, min(n, total), replace=False))
+
+
 def source_of(params: dict, split: str, target: str | None = None) -> str:
-    """The dataset a split's images come from (its noise stream); ``generated`` for the model's samples."""
+    """The dataset a split's images come from (its noise stream); ``generated`` for the model's samples,
+    ``generated:<name>`` for an open-world generator's (split ``open:<name>``).
+
+    A split may carry a codec (``member@jpeg75``: the member images after JPEG at
+    quality 75, see :func:`provlib.data.reencode`); it keeps its images' ids and noise stream.
+    """
+    base, _, _ = parse_split(split)
     datasets = manifest(params, target).datasets
-    if split not in [*datasets, "generated"]:
-        raise ValueError(f"unknown split {split!r}; choose from {[*datasets, 'generated']}")
-    return "generated" if split == "generated" else datasets[split]
+    if base.startswith("open:"):
+        from .generators import get_generator
+        get_generator(base[len("open:"):])
+        return "generated:" + base[len("open:"):]
+    if base not in [*datasets, "generated"]:
+        raise ValueError(f"unknown split {split!r}; choose from {[*datasets, 'generated']} or open:<generator>")
+    return "generated" if base == "generated" else datasets[base]
 
 
 def split_images(params: dict, split: str, target: str | None = None, *, progress: bool = True) -> ImageSet:
-    """One split's images; ``split`` is ``member``, ``heldout``, ``external`` or ``generated``."""
+    """One split's images: ``member``, ``heldout``, ``external``, ``generated``, or ``open:<generator>``,
+    optionally a seeded subset of it (``<split>#<n>``) and re-encoded (``<split>@<codec>``)."""
     source_of(params, split, target)  # checks the name
-    return generated(params, target, progress=progress) if split == "generated" else image_sets(params, target)[split]
+    base, count, codec = parse_split(split)
+    if base == "generated":
+        images = generated(params, target, progress=progress)
+    elif base.startswith("open:"):
+        from .generators import samples
+        images = samples(params, base[len("open:"):], progress=progress)
+    else:
+        images = image_sets(params, target)[base]
+    if count is not None:
+        images = images.subset(subset_positions(params["seed"], base, len(images), count), name=split)
+    if codec == "none":
+        return images
+    return ImageSet(split, reencode(images.images, codec), images.ids, images.labels)
 
 
 # ----------------------------------------------------------------------------- features

@@ -33,7 +33,7 @@ from ..io import artifact_dir, code_version, load_state, save_state
 from ..kernels import ddim, persample, trajectory
 from ..kernels.trajectory import FEATURES, LAYERS
 from ..metrics import auc, best_threshold, binary_report, operating_point, threshold_at_fpr
-from ..probe import LinearProbe, log_features
+from ..probe import LinearProbe, feature_matrix
 from . import artifacts
 from .artifacts import _stream_seed, chunked, features, source_of, split_images, timestep_grid, train_mask
 
@@ -213,8 +213,7 @@ def probe_fit_score(seed: int):
 
 def trajectory_matrix(feats: dict, families=FEATURES, columns=None) -> np.ndarray:
     """Log features of ``families`` side by side (optionally only the grid ``columns``)."""
-    cols = slice(None) if columns is None else columns
-    return log_features(np.concatenate([np.asarray(feats[f])[:, cols] for f in families], axis=1))
+    return feature_matrix(feats, families, columns)
 
 
 def cnn(params, r: Rows, name: str, X: dict, cost: dict, seconds: float, *, share: float | None,

@@ -15,6 +15,9 @@ PROFILES: dict[str, dict] = {
         "seed": 0,
         "targets": ["tiny"],    # target models (provlib.study.targets); the first is the primary one
         "n_generated": 100,     # the target model's own samples
+        "open_world": ["tiny-ddim", "tiny-finetune", "tiny-seed1", "tiny-vae"],  # unseen generators (study.generators)
+        "n_open_world": 100,    # samples of each unseen generator
+        "n_robust": 40,         # images per class re-encoded for the codec robustness tables
         "sampler_steps": 50,    # DDPM ancestral steps for the generated set
         "timestep_stride": 100, # trajectory grid: every stride-th step of 0..999
         "probe_train_frac": 0.5,
@@ -25,6 +28,9 @@ PROFILES: dict[str, dict] = {
         "seed": 0,
         "targets": ["fm500", "fm1000", "fm2000"],
         "n_generated": 500,
+        "open_world": ["fm500-ddim50", "fm500-finetune", "fm-seed1", "fm-attn", "fm-vae"],
+        "n_open_world": 300,
+        "n_robust": 150,
         "sampler_steps": 100,
         "timestep_stride": 40,
         "probe_train_frac": 0.5,
@@ -37,6 +43,8 @@ PROFILES: dict[str, dict] = {
 RULES: dict[str, tuple] = {
     "seed": (int, 0, None, "a non-negative integer"),
     "n_generated": (int, 1, None, "a positive integer"),
+    "n_open_world": (int, 1, None, "a positive integer"),
+    "n_robust": (int, 4, None, "an integer of at least 4"),
     "sampler_steps": (int, 1, 1000, "an integer in 1..1000"),
     "timestep_stride": (int, 1, 999, "an integer in 1..999 (the grid is every stride-th step of 0..999)"),
     "probe_train_frac": (float, 0.0, 1.0, "a number strictly between 0 and 1"),
@@ -56,6 +64,16 @@ def check_parameter(name: str, value):
         unknown = [v for v in value if v not in TARGETS]
         if unknown or len(set(value)) != len(value):
             raise ValueError(f"parameter targets {list(value)}: unknown or repeated names; known: {sorted(TARGETS)}")
+        return list(value)
+    if name == "open_world":
+        from .generators import GENERATORS
+
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"parameter open_world must be a non-empty list of generator names, got {value!r}")
+        unknown = [v for v in value if v not in GENERATORS]
+        if unknown or len(set(value)) != len(value):
+            raise ValueError(f"parameter open_world {list(value)}: unknown or repeated names; "
+                             f"known: {sorted(GENERATORS)}")
         return list(value)
     kind, lo, hi, what = RULES[name]
     ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)

@@ -1,0 +1,210 @@
+"""The ``provlib`` command: fit a 3-way origin probe on a model, and ask where images come from.
+
+    provlib fit --model DIR --members SRC --reference SRC [--reference SRC ...] --out PROBE_DIR
+    provlib verdict --model DIR [--lora ADAPTER_DIR] --probe PROBE_DIR [--max-fpr 0.01] [--json] IMAGE...
+
+Exit status: 0 when every image was answered, 3 when some images could not be
+read (the others are answered, each bad one named on stderr), 1 on an error
+that stops the command (a model or probe that cannot be used), 2 on a usage error.
+
+An image source SRC is a folder of image files or ``split:TARGET/SPLIT``, a
+split of one of the study's targets (e.g. ``split:fm500/member``).  See
+:mod:`provlib.origin` for what the probe is and how it is stored.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from . import origin
+
+EXIT_BAD_IMAGES = 3  # some images could not be read (the others were answered); 1: an error, 2: a usage error
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def _load_model(model: str, lora: str | None, device):
+    from .models import ModelSourceError, load_model
+
+    try:
+        unet, scheduler = load_model(model, device=device)
+        if lora is not None:
+            from .models.lora import apply_lora
+            unet = apply_lora(unet, lora)
+    except (ModelSourceError, ValueError, OSError) as err:
+        _fail(str(err))
+    return unet, scheduler
+
+
+def _images(source: str, channels: int, size: int) -> torch.Tensor:
+    """Images of a folder, or of a split of a study target (``split:TARGET/SPLIT``)."""
+    from .data import load_image_folder
+
+    if source.startswith("split:"):
+        from .study import artifacts
+
+        target, _, split = source[len("split:"):].partition("/")
+        try:
+            sets = artifacts.image_sets({"seed": 0, "targets": [target]}, target)
+        except ValueError as err:
+            _fail(f"{source}: {err}")
+        if split not in sets:
+            _fail(f"{source}: target {target!r} has splits {sorted(sets)}, not {split!r}")
+        return sets[split].images
+    try:
+        return load_image_folder(source, size=size, channels=channels).images
+    except (FileNotFoundError, ValueError) as err:
+        _fail(f"{source}: {err}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """provlib: is an image a training member of a diffusion model, one of its generations, or external?"""
+
+
+@main.command()
+@click.option("--model", required=True, help="the model: a diffusers pipeline directory")
+@click.option("--lora", default=None, help="a LoRA adapter (peft format) merged into the model first")
+@click.option("--members", required=True, help="its training images: a folder, or split:TARGET/SPLIT")
+@click.option("--reference", required=True, multiple=True,
+              help="real images it never trained on (repeatable): a folder, or split:TARGET/SPLIT")
+@click.option("--generated", default=None, help="images it generated (default: draw --n-generated now)")
+@click.option("--n-generated", default=500, show_default=True, type=click.IntRange(10))
+@click.option("--sampler-steps", default=100, show_default=True, type=click.IntRange(1, 1000),
+              help="DDPM ancestral steps for the generated images")
+@click.option("--timestep-stride", default=40, show_default=True, type=click.IntRange(1, 999),
+              help="trajectory grid: every stride-th step of 0..999")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="the probe's directory")
+@click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
+def fit(model, lora, members, reference, generated, n_generated, sampler_steps, timestep_stride, seed, out, device):
+    """Extract trajectory features and fit the 3-way origin probe (member / generated / external)."""
+    import numpy as np
+
+    from .sampling import sample
+
+    unet, scheduler = _load_model(model, lora, device)
+    cfg = unet.config
+    read = lambda src: _images(src, cfg.in_channels, cfg.sample_size)  # noqa: E731
+    sets = {"member": read(members), "external": torch.cat([read(r) for r in reference])}
+    if generated is not None:
+        sets["generated"] = read(generated)
+    else:
+        ids = np.arange(n_generated) + 10 ** 9   # a stream of ids no other sample of the study uses
+        sets["generated"] = sample(unet, scheduler, n_generated, num_inference_steps=sampler_steps, seed=seed,
+                                   ids=ids, progress=True)
+    grid = list(range(0, 1000, timestep_stride))
+    try:
+        probe = origin.fit(unet, scheduler, sets, timesteps=grid, seed=seed, device=device, progress=True)
+    except ValueError as err:
+        _fail(str(err))
+    probe.info["command"] = "provlib " + " ".join(sys.argv[1:])
+    probe.save(out)
+    info = probe.info
+    click.echo(f"probe written to {out}: {info['rows']} images; on {sum(info['calibration_rows'].values())} "
+               f"calibration rows it did not train on: macro AUC {info['calibration_macro_auc']:.3f}, "
+               f"balanced accuracy {info['calibration_balanced_accuracy']:.3f}")
+
+
+def _files(paths: tuple[str, ...]) -> list[Path]:
+    from .data import IMAGE_SUFFIXES
+
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            out.extend(found or [p])   # an empty folder is reported as a bad input
+        else:
+            out.append(p)
+    return out
+
+
+def _read(path: Path, unet) -> torch.Tensor:
+    """One image as (1, C, H, W), or a ValueError naming what is wrong with it."""
+    from .data import check_fits_model, read_image
+
+    if path.is_dir():
+        raise ValueError("folder holds no image files")
+    if not path.exists():
+        raise ValueError("no such file")
+    x = read_image(path, channels=unet.config.in_channels)[None]
+    check_fits_model(x, unet, what="image")
+    return x
+
+
+@main.command()
+@click.option("--model", required=True, help="the model: a diffusers pipeline directory")
+@click.option("--lora", default=None, help="a LoRA adapter (peft format) merged into the model first")
+@click.option("--probe", "probe_dir", required=True, help="a probe fitted on this model (provlib fit)")
+@click.option("--max-fpr", default=0.01, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="false-positive rate of the member and generated decisions")
+@click.option("--json", "as_json", is_flag=True, help="one JSON document instead of a table")
+@click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
+@click.argument("images", nargs=-1, required=True)
+def verdict(model, lora, probe_dir, max_fpr, as_json, device, images):
+    """Where does each IMAGE (file or folder of PNG/JPEG) come from?"""
+    try:
+        probe = origin.OriginProbe.load(probe_dir)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    unet, scheduler = _load_model(model, lora, device)
+    try:
+        probe.check_model(unet)
+    except ValueError as err:
+        _fail(str(err))
+    rows, good, batch = [], [], []
+    for f in _files(images):
+        try:
+            batch.append(_read(f, unet))
+            good.append(len(rows))
+            rows.append({"image": str(f)})
+        except ValueError as err:
+            message = str(err)
+            message = message[len(f"{f}: "):] if message.startswith(f"{f}: ") else message
+            rows.append({"image": str(f), "error": message})
+    if batch:
+        start = time.perf_counter()
+        answers = origin.verdicts(probe, unet, scheduler, torch.cat(batch), max_fpr=max_fpr, device=device,
+                                  progress=not as_json and len(batch) > 1)
+        per_image = (time.perf_counter() - start) / len(batch)
+        for i, a in zip(good, answers):
+            rows[i].update(a, seconds=round(per_image, 4))
+    thresholds = {c: dict(zip(("threshold", "calibration_negatives", "false_positives_allowed"),
+                              probe.threshold(c, max_fpr))) for c in ("member", "generated")}
+    if as_json:
+        click.echo(json.dumps({"probe": str(probe_dir), "model_fingerprint": probe.fingerprint, "max_fpr": max_fpr,
+                               "thresholds": thresholds, "features": probe.families,
+                               "timesteps": len(probe.timesteps), "images": rows}, indent=1))
+    else:
+        click.echo(_table(rows, max_fpr, thresholds))
+    for r in rows:
+        if "error" in r:
+            click.echo(f"error: {r['image']}: {r['error']}", err=True)
+    if len(good) < len(rows):
+        sys.exit(EXIT_BAD_IMAGES)
+
+
+def _table(rows: list[dict], max_fpr: float, thresholds: dict) -> str:
+    from tabulate import tabulate
+
+    pct = f"{100 * max_fpr:g}%"
+    body = [[r["image"], r.get("verdict", "ERROR"), *(f"{r[k]:.3f}" if k in r else "" for k in
+                                                   ("p_member", "p_generated", "p_external")),
+             *(("yes" if r[k] else "no") if k in r else "" for k in ("member_at_fpr", "generated_at_fpr")),
+             f"{r['seconds']:.3f}" if "seconds" in r else ""] for r in rows]
+    head = ["image", "verdict", "P(member)", "P(generated)", "P(external)", f"member @FPR<={pct}",
+            f"generated @FPR<={pct}", "s/image"]
+    notes = "; ".join(f"{c}: {t['false_positives_allowed']} false positives allowed among "
+                      f"{t['calibration_negatives']} calibration negatives" for c, t in thresholds.items())
+    return tabulate(body, headers=head) + f"\n(decisions at FPR <= {pct}: {notes})"
+
+
+if __name__ == "__main__":
+    main()

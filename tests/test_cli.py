@@ -1,0 +1,122 @@
+"""The `provlib` command end to end, through its installed entry point (subprocesses)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from provlib.data import to_uint8
+from provlib.paths import EMBEDDED_MODELS_DIR
+from provlib.study import artifacts
+
+TINY = str(EMBEDDED_MODELS_DIR / "tiny")
+PROVLIB = str(Path(sys.executable).parent / "provlib")
+
+
+def run(*args, check_rc=None):
+    out = subprocess.run([PROVLIB, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if check_rc is not None:
+        assert out.returncode == check_rc, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
+    return out
+
+
+def write_pngs(images, folder: Path, prefix: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, px in enumerate(to_uint8(images)):
+        p = folder / f"{prefix}{i:03d}.png"
+        Image.fromarray(px[0]).save(p)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    sets = artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")
+    write_pngs(sets["member"].images[:12], root / "members", "m")
+    write_pngs(sets["heldout"].images[:12], root / "reference", "h")
+    run("fit", "--model", TINY, "--members", root / "members", "--reference", root / "reference",
+        "--n-generated", 12, "--sampler-steps", 5, "--timestep-stride", 500, "--out", root / "probe", check_rc=0)
+    return root
+
+
+def test_fit_writes_a_pickle_free_probe(fitted):
+    files = sorted(p.name for p in (fitted / "probe").iterdir())
+    assert files == ["probe.json", "probe.safetensors"]
+    meta = json.loads((fitted / "probe" / "probe.json").read_text())
+    assert meta["timesteps"] == [0, 500] and meta["info"]["rows"] == {"member": 12, "generated": 12, "external": 12}
+
+
+def test_verdict_answers_good_images_and_names_each_bad_one(fitted, tmp_path):
+    good = write_pngs(artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")["member"].images[:2],
+                      tmp_path / "imgs", "ok")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "imgs" / "big.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "rgb.png")
+    (tmp_path / "imgs" / "broken.png").write_text("not an image")
+    out = run("verdict", "--model", TINY, "--probe", fitted / "probe", tmp_path / "imgs", tmp_path / "rgb.png",
+              tmp_path / "missing.png")
+    assert out.returncode == 3, out.stderr
+    for p in good:
+        line = next(l for l in out.stdout.splitlines() if l.startswith(str(p)))
+        assert any(v in line for v in ("member", "generated", "external")) and "ERROR" not in line
+    assert "big.png: image: 1 channel(s) of 28x28 pixels, but the model takes 1 channel(s) of 16x16" in out.stderr
+    assert "broken.png: not a readable image" in out.stderr
+    assert "missing.png: no such file" in out.stderr
+    # an RGB file is converted to the model's one channel, as any grey-level reader would
+    assert "rgb.png" in out.stdout and "rgb.png" not in out.stderr
+
+
+def test_verdict_json_is_one_document_with_probabilities_and_thresholds(fitted, tmp_path):
+    write_pngs(artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")["external"].images[:2],
+               tmp_path, "x")
+    out = run("verdict", "--model", TINY, "--probe", fitted / "probe", "--json", "--max-fpr", 0.1, tmp_path,
+              check_rc=0)
+    doc = json.loads(out.stdout)
+    assert doc["max_fpr"] == 0.1 and set(doc["thresholds"]) == {"member", "generated"}
+    assert doc["thresholds"]["member"]["calibration_negatives"] == 8
+    assert len(doc["images"]) == 2
+    for row in doc["images"]:
+        assert row["p_member"] + row["p_generated"] + row["p_external"] == pytest.approx(1)
+        assert row["verdict"] in ("member", "generated", "external") and row["seconds"] > 0
+
+
+def test_a_probe_of_another_model_is_refused(fitted, tmp_path):
+    write_pngs(artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")["member"].images[:1], tmp_path, "m")
+    out = run("verdict", "--model", EMBEDDED_MODELS_DIR / "fm500", "--probe", fitted / "probe", tmp_path)
+    assert out.returncode == 1 and "fingerprint" in out.stderr and "provlib fit" in out.stderr
+
+
+def test_a_lora_adapter_makes_another_model(fitted, tmp_path):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from provlib.models import load_model
+    unet, _ = load_model(TINY)
+    peft_model = get_peft_model(copy.deepcopy(unet), LoraConfig(r=2, target_modules=["conv1"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    write_pngs(artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")["member"].images[:1], tmp_path / "i", "m")
+    out = run("verdict", "--model", TINY, "--lora", tmp_path / "adapter", "--probe", fitted / "probe", tmp_path / "i")
+    assert out.returncode == 1 and "fingerprint" in out.stderr
+    out = run("verdict", "--model", TINY, "--lora", tmp_path / "nothing", "--probe", fitted / "probe", tmp_path / "i")
+    assert out.returncode == 1 and "not a LoRA adapter in peft format" in out.stderr
+
+
+def test_bad_model_and_probe_paths_are_named(fitted, tmp_path):
+    out = run("verdict", "--model", tmp_path / "nomodel", "--probe", fitted / "probe", tmp_path)
+    assert out.returncode == 1 and "model directory not found" in out.stderr
+    out = run("verdict", "--model", TINY, "--probe", tmp_path, tmp_path)
+    assert out.returncode == 1 and "not an origin probe" in out.stderr
+    out = run("verdict", "--model", TINY, "--probe", fitted / "probe", "--max-fpr", 0, tmp_path)
+    assert out.returncode == 2 and "max-fpr" in out.stderr
+
+
+def test_fit_names_a_bad_image_source(tmp_path):
+    out = run("fit", "--model", TINY, "--members", "split:tiny/nosuch", "--reference", tmp_path, "--out", tmp_path / "p")
+    assert out.returncode == 1 and "nosuch" in out.stderr

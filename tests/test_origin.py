@@ -1,0 +1,144 @@
+"""The 3-way origin probe: codecs, content-seeded features, the pickle-free probe artifact, fit and verdicts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from provlib import origin
+from provlib.data import reencode, to_uint8, to_model_range
+from provlib.io import ArtifactError
+from provlib.models import load_model
+from provlib.paths import EMBEDDED_MODELS_DIR
+from provlib.probe import LinearProbe
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model(EMBEDDED_MODELS_DIR / "tiny")
+
+
+def _images(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 16, 16, generator=g) * 2 - 1
+
+
+# ----------------------------------------------------------------------------- codecs
+
+def test_codecs_keep_shape_and_range_and_png_is_the_8_bit_round_trip():
+    x = _images(5, 0)
+    assert reencode(x, "none") is x
+    png = reencode(x, "png")
+    assert torch.equal(png, to_model_range(to_uint8(x)))
+    assert (png - x).abs().max() <= 1 / 127.5 / 2 + 1e-6
+    for codec in ("jpeg90", "jpeg75", "resize"):
+        y = reencode(x, codec)
+        assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+        assert not torch.equal(y, png)
+        assert torch.equal(y, reencode(x, codec))          # deterministic
+        assert torch.equal(y[2:3], reencode(x[2:3], codec))  # per image, not per batch
+    assert (reencode(x, "jpeg75") - png).abs().mean() > (reencode(x, "jpeg90") - png).abs().mean()
+
+
+def test_an_unknown_codec_is_named():
+    with pytest.raises(ValueError, match="unknown codec 'gif'"):
+        reencode(_images(1, 0), "gif")
+
+
+def test_an_8_bit_image_is_its_own_png_and_a_constant_image_survives_resizing():
+    x = to_model_range(np.full((1, 1, 16, 16), 77, np.uint8))
+    assert torch.equal(reencode(x, "png"), x)
+    assert torch.equal(reencode(x, "resize"), x)
+
+
+# ----------------------------------------------------------------------------- features seeded by content
+
+def test_content_ids_follow_the_pixels_not_the_position():
+    x = _images(4, 1)
+    ids = origin.content_ids(x)
+    assert len(set(ids)) == 4 and (ids >= 0).all()
+    assert np.array_equal(origin.content_ids(x.flip(0)), ids[::-1])
+    assert origin.content_ids(reencode(x, "png"))[0] == ids[0]   # same 8-bit pixels, same id
+
+
+def test_origin_features_do_not_depend_on_the_batch(tiny):
+    x = _images(6, 2)
+    a, _ = origin.origin_features(*tiny, x, [10, 500])
+    b, _ = origin.origin_features(*tiny, x[3:], [10, 500])
+    assert a.shape == (6, 6)
+    np.testing.assert_allclose(a[3:], b, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the probe as plain arrays
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_an_exported_probe_gives_the_decision_function(k):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 5)) + np.repeat(np.arange(k), 90 // k)[:, None]
+    y = np.repeat(np.arange(k), 90 // k)
+    probe = LinearProbe(seed=0).fit(X, y)
+    e = probe.export()
+    d = ((X - e["mean"]) / e["scale"]) @ e["coef"].T + e["intercept"]
+    np.testing.assert_allclose(d[:, 0] if k == 2 else d, probe.decision_function(X), rtol=1e-10, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny):
+    sets = {"member": _images(20, 3), "generated": _images(20, 4) * 0.2, "external": _images(20, 5).abs() - 0.5}
+    return origin.fit(*tiny, sets, timesteps=[10, 500], seed=0, calib_frac=0.3)
+
+
+def test_fit_holds_back_calibration_rows_and_records_what_it_needs(fitted, tiny):
+    assert fitted.info["calibration_rows"] == {"member": 6, "generated": 6, "external": 6}
+    assert fitted.calib_probs.shape == (18, 3)
+    np.testing.assert_allclose(fitted.calib_probs.sum(1), 1)
+    assert fitted.timesteps == [10, 500] and fitted.families == ["loss", "grad_x", "grad_theta"]
+    from provlib.models import model_fingerprint
+    assert fitted.fingerprint == model_fingerprint(tiny[0])
+
+
+def test_a_threshold_keeps_the_calibration_fpr(fitted):
+    thr, n_neg, allowed = fitted.threshold("member", 0.1)
+    y = fitted.calib_labels == 0
+    fp = int((fitted.calib_probs[~y, 0] >= thr).sum())
+    assert n_neg == 12 and allowed == 1 and fp <= allowed
+
+
+def test_a_saved_probe_loads_to_the_same_answers(fitted, tiny, tmp_path):
+    fitted.save(tmp_path / "p")
+    loaded = origin.OriginProbe.load(tmp_path / "p")
+    x = _images(3, 9)
+    a = origin.verdicts(fitted, *tiny, x)
+    b = origin.verdicts(loaded, *tiny, x)
+    for ra, rb in zip(a, b):
+        assert ra["verdict"] == rb["verdict"]
+        assert ra["p_member"] == pytest.approx(rb["p_member"], abs=1e-12)
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["probe.json", "probe.safetensors"]
+
+
+def test_loading_a_planted_pickle_as_a_probe_is_refused(fitted, tmp_path):
+    import pickle
+
+    fitted.save(tmp_path / "p")
+    (tmp_path / "p" / "probe.safetensors").write_bytes(pickle.dumps({"boom": 1}))
+    with pytest.raises(ArtifactError):
+        origin.OriginProbe.load(tmp_path / "p")
+
+
+def test_a_folder_that_is_not_a_probe_is_named(tmp_path):
+    with pytest.raises(ArtifactError, match="not an origin probe"):
+        origin.OriginProbe.load(tmp_path)
+
+
+def test_a_probe_refuses_another_model(fitted):
+    other, sched = load_model(EMBEDDED_MODELS_DIR / "fm500")
+    with pytest.raises(ValueError, match="fingerprint"):
+        origin.verdicts(fitted, other, sched, _images(1, 0))
+
+
+def test_fit_needs_every_class_with_enough_images(tiny):
+    with pytest.raises(ValueError, match="missing \\['generated'\\]"):
+        origin.fit(*tiny, {"member": _images(12, 0), "external": _images(12, 1)}, timesteps=[10])
+    with pytest.raises(ValueError, match="at least 10"):
+        origin.fit(*tiny, {"member": _images(3, 0), "external": _images(12, 1), "generated": _images(12, 2)},
+                   timesteps=[10])
