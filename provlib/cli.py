@@ -44,20 +44,20 @@ def _load_model(model: str, lora: str | None, device):
 
 
 def _images(source: str, channels: int, size: int) -> torch.Tensor:
-    """Images of a folder, or of a split of a study target (``split:TARGET/SPLIT``)."""
+    """Images of a folder, or of a split of a study target (``split:TARGET/SPLIT``, e.g. ``split:fm500/heldout#500``)."""
     from .data import load_image_folder
 
     if source.startswith("split:"):
         from .study import artifacts
 
         target, _, split = source[len("split:"):].partition("/")
+        if split.partition("#")[0].partition("@")[0] not in ("member", "heldout", "external"):
+            _fail(f"{source}: a split is member, heldout or external (optionally #N for a seeded subset "
+                  f"of N images, @CODEC for a re-encoding), not {split!r}")
         try:
-            sets = artifacts.image_sets({"seed": 0, "targets": [target]}, target)
+            return artifacts.split_images({"seed": 0, "targets": [target]}, split, target).images
         except ValueError as err:
             _fail(f"{source}: {err}")
-        if split not in sets:
-            _fail(f"{source}: target {target!r} has splits {sorted(sets)}, not {split!r}")
-        return sets[split].images
     try:
         return load_image_folder(source, size=size, channels=channels).images
     except (FileNotFoundError, ValueError) as err:
@@ -203,7 +203,7 @@ def _table(rows: list[dict], max_fpr: float, thresholds: dict) -> str:
             f"generated @FPR<={pct}", "s/image"]
     notes = "; ".join(f"{c}: {t['false_positives_allowed']} false positives allowed among "
                       f"{t['calibration_negatives']} calibration negatives" for c, t in thresholds.items())
-    return tabulate(body, headers=head) + f"\n(decisions at FPR <= {pct}: {notes})"
+    return tabulate(body, headers=head, disable_numparse=True) + f"\n(decisions at FPR <= {pct}: {notes})"
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ class OriginProbe:
     intercept: np.ndarray      # (3,)
     calib_probs: np.ndarray    # (m, 3) probabilities of calibration rows (never trained on)
     calib_labels: np.ndarray   # (m,) class index of each calibration row
+    calib_ids: np.ndarray      # (m,) content id of each calibration row's image (content_ids)
     timesteps: list[int]
     families: list[str]
     seed: int
@@ -97,7 +98,7 @@ class OriginProbe:
     def save(self, directory: str | Path) -> Path:
         """Write ``probe.safetensors`` + ``probe.json`` into ``directory`` (replaced only once complete)."""
         arrays = {k: torch.as_tensor(np.asarray(getattr(self, k))) for k in
-                  ("mean", "scale", "coef", "intercept", "calib_probs", "calib_labels")}
+                  ("mean", "scale", "coef", "intercept", "calib_probs", "calib_labels", "calib_ids")}
         meta = {"format": FORMAT, "classes": list(CLASSES), "timesteps": [int(t) for t in self.timesteps],
                 "families": list(self.families), "seed": int(self.seed), "fingerprint": self.fingerprint,
                 "codec": DEFAULT_CODEC, "info": self.info}
@@ -145,14 +146,15 @@ def fit(unet, scheduler, sets: dict[str, torch.Tensor], *, timesteps, families=F
         raise ValueError(f"fit needs images of every class {CLASSES}; missing {sorted(missing)}")
     if not 0 < calib_frac < 1:
         raise ValueError(f"calib_frac must lie in (0, 1), got {calib_frac}")
-    X, y, secs = [], [], []
+    X, y, ids, secs = [], [], [], []
     for c, name in enumerate(CLASSES):
         if len(sets[name]) < 10:
             raise ValueError(f"{len(sets[name])} {name} images: at least 10 per class are needed")
         f, s = origin_features(unet, scheduler, sets[name], timesteps, families=families, seed=seed,
                                device=device, progress=progress)
         X.append(f); y.append(np.full(len(f), c)); secs.append(s * len(f))
-    X, y = np.concatenate(X), np.concatenate(y)
+        ids.append(content_ids(reencode(sets[name], DEFAULT_CODEC)))
+    X, y, ids = np.concatenate(X), np.concatenate(y), np.concatenate(ids)
     rng = np.random.default_rng(seed)
     calib = np.zeros(len(y), bool)
     for c in range(len(CLASSES)):
@@ -161,7 +163,7 @@ def fit(unet, scheduler, sets: dict[str, torch.Tensor], *, timesteps, families=F
     probe = LinearProbe(seed=seed).fit(X[~calib], y[~calib])
     state = probe.export()
     out = OriginProbe(state["mean"], state["scale"], state["coef"], state["intercept"],
-                      np.zeros((0, 3)), y[calib], [int(t) for t in timesteps], list(families), int(seed),
+                      np.zeros((0, 3)), y[calib], ids[calib], [int(t) for t in timesteps], list(families), int(seed),
                       model_fingerprint(unet))
     out.calib_probs = out.probabilities(X[calib])
     pred = out.calib_probs.argmax(1)

@@ -17,6 +17,8 @@ REPO_ROOT = PACKAGE_DIR.parent
 EMBEDDED_DIR = PACKAGE_DIR / "embedded"
 EMBEDDED_DATA_DIR = EMBEDDED_DIR / "data"
 EMBEDDED_MODELS_DIR = EMBEDDED_DIR / "models"
+EMBEDDED_PROBES_DIR = EMBEDDED_DIR / "probes"      # fitted origin probes of the shipped models (provlib fit)
+EMBEDDED_EXAMPLES_DIR = EMBEDDED_DIR / "examples"  # a few images for the README's provlib verdict call
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 

@@ -47,6 +47,17 @@ def _sample_batch(unet, sched, method: str, ids: Sequence[int], seed: int, shape
     return x.clamp(-1, 1).cpu()
 
 
+def sample_args(n: int, ids, batch_size: int, device):
+    """Checked ``(n, ids, batch_size, device)`` of a sampler: ids default to 0..n-1, one per sample;
+    the device defaults to CUDA when present."""
+    n = positive_int(n, "number of samples n")
+    batch_size = positive_int(batch_size, "batch_size")
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} samples")
+    return n, ids, batch_size, torch.device(device) if device is not None else default_device()
+
+
 def sample(unet, scheduler, n: int, *, method: str = "ddpm", num_inference_steps: int = 1000, seed: int = 0,
            ids: Sequence[int] | None = None, batch_size: int = 250, device=None,
            progress: bool = False) -> torch.Tensor:
@@ -54,12 +65,7 @@ def sample(unet, scheduler, n: int, *, method: str = "ddpm", num_inference_steps
 
     The progress bar counts sample-steps (images x denoising steps).
     """
-    n = positive_int(n, "number of samples n")
-    batch_size = positive_int(batch_size, "batch_size")
-    ids = np.arange(n) if ids is None else np.asarray(ids)
-    if len(ids) != n:
-        raise ValueError(f"{len(ids)} ids for {n} samples")
-    device = torch.device(device) if device is not None else default_device()
+    n, ids, batch_size, device = sample_args(n, ids, batch_size, device)
     unet.to(device).eval()
     sched = _scheduler_for(method, scheduler, num_inference_steps)
     cfg = unet.config

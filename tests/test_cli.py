@@ -120,3 +120,19 @@ def test_bad_model_and_probe_paths_are_named(fitted, tmp_path):
 def test_fit_names_a_bad_image_source(tmp_path):
     out = run("fit", "--model", TINY, "--members", "split:tiny/nosuch", "--reference", tmp_path, "--out", tmp_path / "p")
     assert out.returncode == 1 and "nosuch" in out.stderr
+
+
+def test_the_readme_verdict_example_prints_what_the_readme_shows():
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Where does this image come from?")[1]
+    command = re.search(r"```bash\n(.*?)```", block, re.S).group(1).replace("\\\n", " ")
+    shown = re.search(r"```text\n(.*?)```", block, re.S).group(1)
+    args = command.split()
+    assert args[0] == ".venv/bin/provlib"
+    out = subprocess.run([PROVLIB, *args[1:]], capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    verdicts = lambda text: [line.split()[:2] for line in text.splitlines() if line.startswith("provlib/")]  # noqa: E731
+    assert verdicts(out.stdout) == verdicts(shown) and len(verdicts(shown)) == 4

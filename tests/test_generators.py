@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from provlib.models.other import VAEConfig, build_vae, latent_shape, load_vae, sample_vae, save_vae, train_vae
+from provlib.models.other import VAEConfig, latent_shape, load_vae, sample_vae, save_vae, train_vae
 from provlib.study import artifacts, generators as G
 from provlib.study.profiles import get_profile
 

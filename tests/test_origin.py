@@ -90,7 +90,7 @@ def fitted(tiny):
 
 def test_fit_holds_back_calibration_rows_and_records_what_it_needs(fitted, tiny):
     assert fitted.info["calibration_rows"] == {"member": 6, "generated": 6, "external": 6}
-    assert fitted.calib_probs.shape == (18, 3)
+    assert fitted.calib_probs.shape == (18, 3) and fitted.calib_ids.shape == (18,)
     np.testing.assert_allclose(fitted.calib_probs.sum(1), 1)
     assert fitted.timesteps == [10, 500] and fitted.families == ["loss", "grad_x", "grad_theta"]
     from provlib.models import model_fingerprint

@@ -17,14 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from ..checks import positive_int
 from ..data import check_images
 from ..io import atomic_write_text
-from ..kernels.trajectory import default_device, noise_seed
+from ..kernels.trajectory import noise_seed
 from ..progress import progress_bar
 
 
@@ -107,12 +105,9 @@ def latent_shape(vae: AutoencoderKL) -> tuple[int, int, int]:
 def sample_vae(vae: AutoencoderKL, n: int, *, seed: int = 0, ids: Sequence[int] | None = None,
                batch_size: int = 250, device=None) -> torch.Tensor:
     """``n`` images in [-1, 1] (N, C, H, W): ``decode(z)``, ``z`` from one generator per sample id."""
-    n = positive_int(n, "number of samples n")
-    batch_size = positive_int(batch_size, "batch_size")
-    ids = np.arange(n) if ids is None else np.asarray(ids)
-    if len(ids) != n:
-        raise ValueError(f"{len(ids)} ids for {n} samples")
-    device = torch.device(device) if device is not None else default_device()
+    from ..sampling import sample_args
+
+    n, ids, batch_size, device = sample_args(n, ids, batch_size, device)
     vae.to(device).eval()
     shape = latent_shape(vae)
     out = []

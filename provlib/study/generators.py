@@ -20,11 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import paths, sampling
 from ..data import ImageSet, SplitManifest

@@ -146,7 +146,7 @@ def attribution(params: dict, *, target: str | None = None, count: int | None = 
             X_tr, y_tr = _stack(params, {1: pos, 0: neg}, "train", target, FEATURES)
             probe = LinearProbe(seed=params["seed"]).fit(X_tr, y_tr)
             score = lambda s: probe.decision_function(matrix(params, s, target))  # noqa: E731
-            oof = _oof(params, X_tr, y_tr)
+            oof = oof_scores(params, X_tr, y_tr)
             thr, chosen = best_threshold(y_tr, oof), None
         else:
             tr = {}
@@ -177,7 +177,7 @@ def _timesteps(params, method) -> list[int]:
     return list(BASELINE_TIMESTEPS["secmi"])
 
 
-def _oof(params, X, y) -> np.ndarray:
+def oof_scores(params, X, y) -> np.ndarray:
     from .membership import _cv_scores, probe_fit_score
     return _cv_scores(probe_fit_score(params["seed"]), X, y, params["seed"])
 

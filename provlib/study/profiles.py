@@ -17,7 +17,7 @@ PROFILES: dict[str, dict] = {
         "n_generated": 100,     # the target model's own samples
         "open_world": ["tiny-ddim", "tiny-finetune", "tiny-seed1", "tiny-vae"],  # unseen generators (study.generators)
         "n_open_world": 100,    # samples of each unseen generator
-        "n_robust": 40,         # images per class re-encoded for the codec robustness tables
+        "n_robust": 24,         # images per class re-encoded for the codec robustness tables
         "sampler_steps": 50,    # DDPM ancestral steps for the generated set
         "timestep_stride": 100, # trajectory grid: every stride-th step of 0..999
         "probe_train_frac": 0.5,

@@ -1,0 +1,45 @@
+"""Write the example images that the README's `provlib verdict` call reads (provlib/embedded/examples/).
+
+    python scripts/make_examples.py
+
+One image of each kind, none of which the shipped probe (provlib/embedded/probes/fm500) trained on:
+- member.png: a training member of fm500 from the probe's calibration rows;
+- generated.png: a new DDPM sample of fm500 (sample id 2,000,000,000, seed 0; the probe's were 10^9 + i);
+- heldout.png: a held-out Fashion-MNIST image outside the probe's reference subset (heldout#500);
+- external.png: an MNIST digit outside fm500's external split.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from provlib import origin, paths
+from provlib.data import load_embedded, reencode, to_uint8
+from provlib.models import load_model
+from provlib.sampling import sample
+from provlib.study import artifacts
+
+OUT = paths.EMBEDDED_EXAMPLES_DIR
+
+
+def main() -> None:
+    probe = origin.OriginProbe.load(paths.EMBEDDED_PROBES_DIR / "fm500")
+    params = {"seed": 0, "targets": ["fm500"]}
+    sets = artifacts.image_sets(params, "fm500")
+    calib_members = set(probe.calib_ids[probe.calib_labels == 0].tolist())
+    ids = origin.content_ids(reencode(sets["member"].images, "png"))
+    member = sets["member"].images[[i for i, c in enumerate(ids) if c in calib_members][0]]
+    used = artifacts.subset_positions(0, "heldout", len(sets["heldout"]), 500)
+    heldout = sets["heldout"].images[np.setdiff1d(np.arange(len(sets["heldout"])), used)[0]]
+    mnist = load_embedded("mnist")
+    external = mnist.images[np.setdiff1d(np.arange(len(mnist)), artifacts.manifest(params, "fm500").indices["external"])[0]]
+    unet, scheduler = load_model(paths.EMBEDDED_MODELS_DIR / "fm500")
+    generated = sample(unet, scheduler, 1, num_inference_steps=100, seed=0, ids=[2 * 10 ** 9])[0]
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, x in (("member", member), ("generated", generated), ("heldout", heldout), ("external", external)):
+        Image.fromarray(to_uint8(x[None])[0, 0]).save(OUT / f"{name}.png")
+        print(OUT / f"{name}.png")
+
+
+if __name__ == "__main__":
+    main()
