@@ -238,6 +238,11 @@ def parse_split(split: str) -> tuple[str, int | None, str]:
     return base, int(count) if count else None, codec or "none"
 
 
+def split_name(base: str, count: int | None = None, codec: str = "none") -> str:
+    """The inverse of :func:`parse_split`: ``("heldout", 150, "jpeg75")`` -> ``"heldout#150@jpeg75"``."""
+    return base + (f"#{count}" if count else "") + (f"@{codec}" if codec != "none" else "")
+
+
 def subset_positions(seed: int, base: str, total: int, n: int) -> np.ndarray:
     """Sorted positions of the seeded ``n``-image subset of split ``base`` (of ``total`` images)."""
     rng = np.random.default_rng(_stream_seed(seed, f"subset:{base}"))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import paths, sampling
+from .. import sampling
 from ..data import ImageSet, SplitManifest
 from ..io import artifact_dir, cached, code_version, replace_dir
 from ..kernels import trajectory
@@ -126,27 +126,18 @@ def _config_record(gen: GeneratorConfig, manifest: SplitManifest, init: str | No
     return rec
 
 
-def shipped_dir(name: str) -> Path:
-    return paths.EMBEDDED_MODELS_DIR / name
-
-
-def _recorded(d: Path) -> dict | None:
-    f = d / "provlib.json"
-    return json.loads(f.read_text())["config"] if f.exists() else None
-
-
 def model_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool = True) -> Path:
     """The directory of a trained generator: the shipped one if it matches, else the cache, else trained now."""
     gen = get_generator(name)
     if not gen.trained:
         raise ValueError(f"generator {name!r} is the target {gen.of!r} with another sampler: nothing to train")
-    from .artifacts import resolve, _embedded
+    from .artifacts import _embedded, _recorded_config, embedded_model_dir, resolve
 
     manifest = generator_manifest(gen, seed)
     init = resolve(gen.of, seed, progress=progress).fingerprint if gen.kind == "finetune" else None
     record = json.loads(json.dumps(_config_record(gen, manifest, init)))
-    if not retrain and _recorded(shipped_dir(name)) == record:
-        return shipped_dir(name)
+    if not retrain and _recorded_config(embedded_model_dir(name)) == record:
+        return embedded_model_dir(name)
     d = artifact_dir("generator", {**record, "code": code_version(ddpm, other)})
     if retrain:
         shutil.rmtree(d / "model", ignore_errors=True)
@@ -174,8 +165,10 @@ def model_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool
 
 def embed(name: str, seed: int = 0, *, retrain: bool = False, progress: bool = True) -> Path:
     """Train (or reuse) generator ``name`` and ship it, replacing the shipped copy only once complete."""
+    from .artifacts import embedded_model_dir
+
     src = model_dir(name, seed, retrain=retrain, progress=progress)
-    dst = shipped_dir(name)
+    dst = embedded_model_dir(name)
     if src.resolve() == dst.resolve():
         return dst
     return replace_dir(dst, lambda new: shutil.copytree(src, new))

@@ -31,7 +31,7 @@ from ..kernels.trajectory import FEATURES
 from ..metrics import auc, best_threshold, bootstrap_ci, macro_auc, macro_tpr_at_fpr, multiclass_balanced_accuracy
 from ..probe import LinearProbe, feature_matrix
 from . import artifacts
-from .artifacts import parse_split, subset_positions, train_mask
+from .artifacts import parse_split, split_name, subset_positions, train_mask
 from .membership import BASELINE_TIMESTEPS, measure
 
 SETTINGS = {"heldout": "non-members are same-distribution held-out images",
@@ -92,10 +92,9 @@ def three_way(params: dict, setting: str, *, target: str | None = None, families
     """
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose from {sorted(SETTINGS)}")
-    name = lambda s, c: s + (f"#{count}" if count else "") + (f"@{c}" if c != "none" else "")  # noqa: E731
     bases = {0: "member", 1: "generated", 2: setting}
-    fit = {k: [name(b, codec if refit else "none")] for k, b in bases.items()}
-    ev = {k: [name(b, codec)] for k, b in bases.items()}
+    fit = {k: [split_name(b, count, codec if refit else "none")] for k, b in bases.items()}
+    ev = {k: [split_name(b, count, codec)] for k, b in bases.items()}
     X_tr, y_tr = _stack(params, fit, "train", target, families)
     X_ev, y_ev = _stack(params, ev, "eval", target, families)
     P = LinearProbe(seed=params["seed"]).fit(X_tr, y_tr).predict_proba(X_ev)
@@ -136,9 +135,8 @@ def attribution(params: dict, *, target: str | None = None, count: int | None = 
     sources are ``generated`` (the target's own held-back samples: the TPR), the
     real splits (their share is the FPR) and ``open:<generator>`` for each unseen generator.
     """
-    name = lambda s, c: s + (f"#{count}" if count else "") + (f"@{c}" if c != "none" else "")  # noqa: E731
     fit_codec = codec if refit else "none"
-    pos, neg = [name("generated", fit_codec)], [name(s, fit_codec) for s in REAL]
+    pos, neg = [split_name("generated", count, fit_codec)], [split_name(s, count, fit_codec) for s in REAL]
     sources = ["generated", *REAL, *(f"open:{g}" for g in params["open_world"])]
     out = {}
     for method in ATTRIBUTION_METHODS:
@@ -160,7 +158,7 @@ def attribution(params: dict, *, target: str | None = None, count: int | None = 
             score = lambda s, j=j: _scores(params, method, s, target)[:, j]  # noqa: E731
         rows = {}
         for src in sources:
-            split = name(src, codec)
+            split = split_name(src, count, codec)
             s = score(split)
             if not src.startswith("open:"):   # evaluation rows only; an unseen generator's are all unseen
                 s = s[~mask(params, split, len(s))]
