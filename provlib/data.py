@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from . import paths
 from .io import atomic_write_text
 
-EMBEDDED = {"fashion_mnist": "fashion_mnist.npz", "mnist": "mnist.npz"}
+EMBEDDED = {"fashion_mnist": "fashion_mnist.npz", "mnist": "mnist.npz", "digits": "digits.npz"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 

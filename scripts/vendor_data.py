@@ -9,6 +9,11 @@ drawn with a fixed seed after dropping exact pixel duplicates (the original
 holds 54), so that no image can be both a "member" and a "non-member".
 MNIST: the 10,000 digits as they are (used as the out-of-distribution
 "external" set).  Pixel values are unchanged (uint8, 28x28).
+Digits: scikit-learn's copy of the UCI ML hand-written digits (Alpaydin and
+Kaynak, 1998; licence CC BY 4.0), all 1,797 images at their own 8x8 size,
+their 17 grey levels 0..16 mapped to 0..255 (round(v * 255 / 16)); the loader
+upsamples them (SeDID's third dataset).  Its source is scikit-learn's bundled
+file, so it needs no ``--source``.
 """
 from __future__ import annotations
 
@@ -62,6 +67,17 @@ def vendor_mnist(source: Path) -> None:
     print(f"mnist: {len(d['images'])} images")
 
 
+def vendor_digits() -> None:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images * 255.0 / 16.0).astype(np.uint8)
+    keep = first_occurrences(images)
+    np.savez_compressed(OUT / "digits.npz", images=images[keep], labels=d.target[keep].astype(np.uint8),
+                        source_index=keep, source_sha256=np.array(hashlib.sha256(d.images.tobytes()).hexdigest()))
+    print(f"digits: {len(keep)} images ({len(images) - len(keep)} duplicates dropped)")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", type=Path, default=Path("../shared/data"))
@@ -69,3 +85,4 @@ if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     vendor_fashion(args.source)
     vendor_mnist(args.source)
+    vendor_digits()

@@ -1,11 +1,15 @@
 """The cached study pipeline on the tiny profile (embedded tiny model)."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
 from provlib import paths, study
 from provlib.study import artifacts
 from provlib.study.profiles import get_profile
+from provlib.study.targets import TARGETS
 
 
 @pytest.fixture()
@@ -122,3 +126,19 @@ def test_members_of_the_three_fashion_targets_are_nested():
     params = get_profile("cpu")
     members = [set(study.manifest(params, n).indices["member"].tolist()) for n in ("fm500", "fm1000", "fm2000")]
     assert members[0] < members[1] < members[2]
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_every_target_ships_a_model_trained_with_its_configuration(name):
+    """No study run ever trains a target: each shipped model matches its recorded configuration and splits."""
+    assert study.shipped_matches(name)
+    recorded = json.loads((artifacts.embedded_model_dir(name) / "provlib.json").read_text())
+    assert recorded["command"] == f"python -m provlib.train --target {name} --retrain --embed"
+
+
+def test_the_digits_dataset_is_the_8x8_uci_set_upsampled():
+    from provlib.data import load_embedded
+
+    d = load_embedded("digits")
+    assert d.images.shape == (1797, 1, 16, 16) and set(np.unique(d.labels)) == set(range(10))
+    assert float(d.images.min()) == -1.0 and float(d.images.max()) == 1.0

@@ -86,7 +86,7 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | None = None,
                checkpoint_every: int = 50, init: UNet2DModel | None = None,
-               progress: bool = True) -> tuple[UNet2DModel, DDPMScheduler, list]:
+               progress: bool = True, device=None) -> tuple[UNet2DModel, DDPMScheduler, list]:
     """Train a DDPM on ``images`` (in [-1, 1]); return its EMA UNet, scheduler and loss history.
 
     ``init`` starts from that model's weights (a fine-tune; its architecture
@@ -96,6 +96,11 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
     atomically every ``checkpoint_every`` epochs and a re-run resumes from it:
     the result is the same as an uninterrupted run (the RNG state is part of
     the checkpoint, which is stored pickle-free, see :func:`provlib.io.save_state`).
+
+    Runs on ``device`` (default: CUDA when present, else the CPU).  The batch
+    order, timesteps and noise are drawn on the CPU whatever the device, so a
+    GPU run sees the same random stream as a CPU run (its weights still differ
+    in the last bits).  The returned model is on the CPU.
     """
     check_images(images, what="training images")
     scheduler = make_scheduler(cfg)
@@ -103,9 +108,11 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
         raise ValueError(f"training images have shape {tuple(images.shape[1:])}, the UNet expects "
                          f"{(cfg.unet.channels, cfg.unet.sample_size, cfg.unet.sample_size)}")
     torch.manual_seed(cfg.seed)
+    device = torch.device(device) if device is not None else _default_device()
     unet = build_unet(cfg.unet)
     if init is not None:
         unet.load_state_dict(init.state_dict())
+    unet.to(device)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -114,7 +121,8 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
         ck = load_state(checkpoint)
         unet.load_state_dict(ck["unet"]); ema.load_state_dict(ck["ema"]); opt.load_state_dict(ck["opt"])
         gen.set_state(ck["gen"]); state = ck["state"]
-    acp = scheduler.alphas_cumprod
+    acp = scheduler.alphas_cumprod.to(device)
+    images = images.to(device)
     n, bs = len(images), cfg.batch_size
     bar = progress_bar(range(state["epoch"], cfg.epochs), desc="train DDPM (epochs)", enabled=progress,
                        initial=state["epoch"], total=cfg.epochs)
@@ -122,9 +130,9 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
     for epoch in bar:
         perm, total = torch.randperm(n, generator=gen), 0.0
         for b in range(0, n, bs):
-            x0 = images[perm[b:b + bs]]
-            t = torch.randint(0, cfg.num_train_timesteps, (len(x0),), generator=gen)
-            eps = torch.randn(x0.shape, generator=gen)
+            x0 = images[perm[b:b + bs].to(device)]
+            t = torch.randint(0, cfg.num_train_timesteps, (len(x0),), generator=gen).to(device)
+            eps = torch.randn(x0.shape, generator=gen).to(device)
             a = acp[t].view(-1, 1, 1, 1)
             loss = torch.nn.functional.mse_loss(unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t).sample, eps)
             for g in opt.param_groups:
@@ -142,8 +150,12 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
             save_state(Path(checkpoint), {"unet": unet.state_dict(), "ema": ema.state_dict(),
                                           "opt": opt.state_dict(), "gen": gen.get_state(), "state": state})
     ema.copy_to(unet.parameters())
-    unet.eval()
+    unet.cpu().eval()
     return unet, scheduler, state["history"]
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def save_model(unet: UNet2DModel, scheduler: DDPMScheduler, directory: str | Path, info: dict | None = None) -> Path:

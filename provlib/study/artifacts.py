@@ -133,7 +133,8 @@ def trained_model_dir(config: TargetConfig, manifest: SplitManifest, *, retrain:
         members = _embedded(config.dataset, config.image_size).subset(manifest.indices["member"])
         unet, scheduler, history = train_ddpm(members.images, config.train, checkpoint=ckpt, progress=progress)
         info = {"config": cfg, "loss_history": history,
-                "command": f"python -m provlib.train --target {config.name} --retrain --embed"}
+                "command": f"python -m provlib.train --target {config.name} --retrain --embed",
+                "trained_on": "cuda" if torch.cuda.is_available() else "cpu"}
 
         def write(tmp: Path) -> None:
             save_model(unet, scheduler, tmp, info)

@@ -52,6 +52,11 @@ TARGETS: dict[str, TargetConfig] = {
                            train=TrainConfig(epochs=500)),
     "fm2000": TargetConfig("fm2000", n_member=2000, n_heldout=1000, n_external=500, n_member_eval=500,
                            train=TrainConfig(epochs=250)),
+    # SeDID's other two datasets: fm500's recipe on MNIST and on scikit-learn's 8x8 digits (upsampled to 16x16)
+    "mn500": TargetConfig("mn500", n_member=500, n_heldout=1000, n_external=500, dataset="mnist",
+                          external="fashion_mnist", train=TrainConfig(epochs=1000)),
+    "dg500": TargetConfig("dg500", n_member=500, n_heldout=1000, n_external=500, dataset="digits",
+                          external="mnist", train=TrainConfig(epochs=1000)),
 }
 
 
