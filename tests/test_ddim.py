@@ -121,6 +121,11 @@ def test_batched_t_errors_equal_a_per_image_float64_loop(unet, sched, images):
     torch.testing.assert_close(again, got)  # batch-size invariant
     assert residuals.shape == (5, 2, 1, 8, 8)
     torch.testing.assert_close(residuals.pow(2).flatten(2).sum(2), got, rtol=1e-5, atol=1e-7)
+    _, maps, states = t_errors(unet, sched, images, ts, k=10, device="cpu", return_residuals=True, return_states=True)
+    assert states.shape == (5, 2, 2, 8, 8)            # x_t and its round trip x_hat_t, side by side as channels
+    torch.testing.assert_close((states[:, :, :1] - states[:, :, 1:]).abs(), maps, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(t_errors(unet, sched, images[:1], [95], k=10, device="cpu", return_states=True)[1][0, 0, :1],
+                               ddim_path(unet, sched, images[:1], inversion_steps(95, 10))[0], rtol=1e-5, atol=1e-6)
 
 
 def test_t_error_calls_count_the_unet_passes():

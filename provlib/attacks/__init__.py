@@ -13,6 +13,10 @@ measurements keep their natural direction and their own names
 | gsa1 / gsa2 | :func:`gsa_features`        | per-layer gradient norms + boosted trees      |
 | sima        | :func:`sima_score`          | eps_theta(x0, t) at the clean image (Rao et al.)|
 | blind       | :func:`blind_scores`        | the images alone (no model)                   |
+| sedid_stat  | :func:`sedid_score`         | SecMI's t-error, for generated images (Ma et al.)|
+| sedid_nn    | :func:`sedid_nn`            | a ResNet on the intermediate results at T_SE  |
+
+SeDID detects the model's *generated* images: its scores are higher for them.
 
 :data:`ATTACKS` names them for the harness; :func:`passes` gives each one's
 cost in UNet passes per image.
@@ -27,6 +31,7 @@ from .gsa import gsa_classifier, gsa_features, gsa_scores
 from .loss import loss_score
 from .pia import pia_distance, pia_score
 from .secmi import secmi_nn, secmi_score, secmi_t_error
+from .sedid import sedid_nn, sedid_score, sedid_t_error
 from .sima import sima_norm, sima_score
 
 ATTACKS = {
@@ -39,6 +44,8 @@ ATTACKS = {
     "gsa2": "GSA_2: per-layer mean over 10 t of ||grad L_t||^2, boosted trees",
     "sima": "SimA (Rao et al.): -||eps_theta(x0, t)||_4^4 at the clean image",
     "blind": "model-blind: ResNet-18-design CNN on the images alone",
+    "sedid_stat": "SeDID_stat (Ma et al.): -t-error at T_SE (SecMI's t_sec), higher = generated",
+    "sedid_nn": "SeDID_NNs: ResNet on the intermediate results x_t and x_hat_t at T_SE",
     "trajectory": "Tracing the Roots: linear probe on L_t, ||grad_x L_t||^2, ||grad_theta L_t||^2 over a t grid",
 }
 
@@ -47,7 +54,7 @@ def passes(method: str, timesteps: Sequence[int] = (), *, k: int = 10, features:
     """UNet passes per image of ``method`` on ``timesteps``: ``{"forward": f, "backward": b}``.
 
     A backward through a batch of r rows of one image counts r passes (its cost).
-    For ``secmi_*`` the timesteps are SecMI's ``t_sec`` values; for ``trajectory``,
+    For ``secmi_*`` and ``sedid_*`` the timesteps are SecMI's ``t_sec`` values (SeDID's ``T_SE``); for ``trajectory``,
     ``features`` are the feature families used (a backward is needed for either gradient).
     """
     n = len(timesteps)
@@ -55,7 +62,7 @@ def passes(method: str, timesteps: Sequence[int] = (), *, k: int = 10, features:
         return {"forward": n, "backward": 0}
     if method in ("pia", "pian"):
         return {"forward": 1 + n, "backward": 0}
-    if method in ("secmi_stat", "secmi_nn"):
+    if method in ("secmi_stat", "secmi_nn", "sedid_stat", "sedid_nn"):
         return {"forward": t_error_calls([t - k for t in timesteps], k), "backward": 0}
     if method in ("gsa1", "gsa2"):
         return {"forward": n, "backward": n}
@@ -68,4 +75,5 @@ def passes(method: str, timesteps: Sequence[int] = (), *, k: int = 10, features:
 
 
 __all__ = ["ATTACKS", "passes", "loss_score", "pia_score", "pia_distance", "secmi_t_error", "secmi_score",
-           "secmi_nn", "gsa_features", "gsa_classifier", "gsa_scores", "sima_score", "sima_norm", "blind_scores"]
+           "secmi_nn", "sedid_t_error", "sedid_score", "sedid_nn", "gsa_features", "gsa_classifier", "gsa_scores",
+           "sima_score", "sima_norm", "blind_scores"]

@@ -93,12 +93,15 @@ def _check_t_grid(scheduler, ts: Sequence[int], k: int) -> list[int]:
 
 @torch.no_grad()
 def t_errors(unet, scheduler, images: torch.Tensor, ts: Sequence[int], k: int = 10, *, batch_size: int = 250,
-             device=None, return_residuals: bool = False, progress: bool = False):
+             device=None, return_residuals: bool = False, return_states: bool = False, progress: bool = False):
     """The t-error ``||x_t - x_hat_t||^2`` of each image at each ``t`` of ``ts`` (one shared inversion).
 
     Returns a float32 CPU tensor (N, len(ts)) in the order of ``sorted(set(ts))``; with
     ``return_residuals`` also the maps ``|x_t - x_hat_t|`` (N, len(ts), C, H, W) that
-    SecMI_NNs and SeDID_NNs classify.  Lower error = more likely seen (or made) by the model.
+    SecMI_NNs classifies; with ``return_states`` also the two intermediate states
+    themselves, ``x_t`` and ``x_hat_t`` side by side as channels (N, len(ts), 2C, H, W),
+    which SeDID_NNs classifies.  Lower error = more likely seen (or made) by the model.
+    The extra outputs follow the errors in this order.
     """
     check_images(images)
     check_fits_model(images, unet)
@@ -110,6 +113,7 @@ def t_errors(unet, scheduler, images: torch.Tensor, ts: Sequence[int], k: int = 
     path = sorted(set(range(0, grid[-1], k)) | set(grid))
     errors = torch.empty(len(images), len(grid))
     residuals = torch.empty(len(images), len(grid), *images.shape[1:]) if return_residuals else None
+    pairs = torch.empty(len(images), len(grid), 2 * images.shape[1], *images.shape[2:]) if return_states else None
     with progress_bar(desc=f"t-error (k={k}, t up to {grid[-1]})", total=len(images), enabled=progress,
                       unit="img") as bar:
         for s in range(0, len(images), batch_size):
@@ -122,8 +126,11 @@ def t_errors(unet, scheduler, images: torch.Tensor, ts: Sequence[int], k: int = 
                 errors[s:s + len(x), j] = diff.pow(2).flatten(1).sum(1)
                 if return_residuals:
                     residuals[s:s + len(x), j] = diff.abs()
+                if return_states:
+                    pairs[s:s + len(x), j] = torch.cat([states[t], back], 1).float().cpu()
             bar.update(len(x))
-    return (errors, residuals) if return_residuals else errors
+    extra = [a for a, wanted in ((residuals, return_residuals), (pairs, return_states)) if wanted]
+    return (errors, *extra) if extra else errors
 
 
 def t_error_calls(ts: Sequence[int], k: int) -> int:

@@ -119,21 +119,26 @@ def measure(params: dict, method: str, split: str, *, target: str | None = None,
 
 @dataclass
 class Rows:
-    """Labels and the train / evaluation split of one setting of one target."""
+    """Labels and the train / evaluation split of one setting of one target.
+
+    Label 1 is the ``positive`` split (members here; the generated images in the SeDID study).
+    """
 
     negative: str                   # the non-member split: heldout or external
     masks: dict[str, np.ndarray]    # split -> boolean training mask
     counts: dict[str, int] = field(default_factory=dict)
+    positive: str = "member"
 
     def stack(self, values: dict[str, np.ndarray], part: str) -> np.ndarray:
-        """Member rows then non-member rows of ``part`` ("train" or "eval")."""
-        keep = {s: self.masks[s] if part == "train" else ~self.masks[s] for s in ("member", self.negative)}
-        return np.concatenate([np.asarray(values[s])[keep[s]] for s in ("member", self.negative)])
+        """Positive rows then negative rows of ``part`` ("train" or "eval")."""
+        both = (self.positive, self.negative)
+        keep = {s: self.masks[s] if part == "train" else ~self.masks[s] for s in both}
+        return np.concatenate([np.asarray(values[s])[keep[s]] for s in both])
 
     def labels(self, part: str) -> np.ndarray:
         n = {s: int(self.masks[s].sum()) if part == "train" else int((~self.masks[s]).sum())
-             for s in ("member", self.negative)}
-        return np.r_[np.ones(n["member"], int), np.zeros(n[self.negative], int)]
+             for s in (self.positive, self.negative)}
+        return np.r_[np.ones(n[self.positive], int), np.zeros(n[self.negative], int)]
 
 
 def rows(params: dict, setting: str, target: str | None = None) -> Rows:

@@ -18,6 +18,8 @@ PROFILES: dict[str, dict] = {
         "open_world": ["tiny-ddim", "tiny-finetune", "tiny-seed1", "tiny-vae"],  # unseen generators (study.generators)
         "n_open_world": 100,    # samples of each unseen generator
         "n_robust": 24,         # images per class re-encoded for the codec robustness tables
+        "sedid_targets": ["tiny", "tiny-mn", "tiny-dg"],  # SeDID's datasets: one target each (FM, MNIST, digits)
+        "n_sedid": 40,          # generated and training images per SeDID dataset
         "sampler_steps": 50,    # DDPM ancestral steps for the generated set
         "timestep_stride": 100, # trajectory grid: every stride-th step of 0..999
         "probe_train_frac": 0.5,
@@ -31,6 +33,8 @@ PROFILES: dict[str, dict] = {
         "open_world": ["fm500-ddim50", "fm500-finetune", "fm-seed1", "fm-attn", "fm-vae"],
         "n_open_world": 200,
         "n_robust": 100,
+        "sedid_targets": ["fm500", "mn500", "dg500"],
+        "n_sedid": 250,
         "sampler_steps": 100,
         "timestep_stride": 50,
         "probe_train_frac": 0.5,
@@ -45,6 +49,7 @@ RULES: dict[str, tuple] = {
     "n_generated": (int, 1, None, "a positive integer"),
     "n_open_world": (int, 1, None, "a positive integer"),
     "n_robust": (int, 4, None, "an integer of at least 4"),
+    "n_sedid": (int, 10, None, "an integer of at least 10"),
     "sampler_steps": (int, 1, 1000, "an integer in 1..1000"),
     "timestep_stride": (int, 1, 999, "an integer in 1..999 (the grid is every stride-th step of 0..999)"),
     "probe_train_frac": (float, 0.0, 1.0, "a number strictly between 0 and 1"),
@@ -58,12 +63,12 @@ def check_parameter(name: str, value):
         if value not in PROFILES:
             raise ValueError(f"unknown profile {value!r}; choose from {sorted(PROFILES)}")
         return value
-    if name == "targets":
+    if name in ("targets", "sedid_targets"):
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-            raise ValueError(f"parameter targets must be a non-empty list of target names, got {value!r}")
+            raise ValueError(f"parameter {name} must be a non-empty list of target names, got {value!r}")
         unknown = [v for v in value if v not in TARGETS]
         if unknown or len(set(value)) != len(value):
-            raise ValueError(f"parameter targets {list(value)}: unknown or repeated names; known: {sorted(TARGETS)}")
+            raise ValueError(f"parameter {name} {list(value)}: unknown or repeated names; known: {sorted(TARGETS)}")
         return list(value)
     if name == "open_world":
         from .generators import GENERATORS
