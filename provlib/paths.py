@@ -19,6 +19,8 @@ EMBEDDED_DATA_DIR = EMBEDDED_DIR / "data"
 EMBEDDED_MODELS_DIR = EMBEDDED_DIR / "models"
 EMBEDDED_PROBES_DIR = EMBEDDED_DIR / "probes"      # fitted origin probes of the shipped models (provlib fit)
 EMBEDDED_EXAMPLES_DIR = EMBEDDED_DIR / "examples"  # a few images for the README's provlib verdict call
+EMBEDDED_SUSPECTS_DIR = EMBEDDED_DIR / "suspects"  # LoRA adapters of the attribution study's suspect models
+EMBEDDED_RELEASES_DIR = EMBEDDED_DIR / "releases"  # what each source model of that study publishes
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 

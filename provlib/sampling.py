@@ -16,6 +16,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from .checks import positive_int
 from .progress import progress_bar
 from .kernels.trajectory import default_device, noise_seed
+from .models.ddpm import check_labels
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -34,12 +35,14 @@ def _scheduler_for(method: str, scheduler, num_inference_steps: int):
 
 
 @torch.inference_mode()
-def _sample_batch(unet, sched, method: str, ids: Sequence[int], seed: int, shape, device, bar) -> torch.Tensor:
+def _sample_batch(unet, sched, method: str, ids: Sequence[int], seed: int, shape, device, bar,
+                  labels: torch.Tensor | None = None) -> torch.Tensor:
     gens = [torch.Generator().manual_seed(noise_seed(seed, i, -1)) for i in ids]
     x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+    labels = None if labels is None else labels.to(device)
     for t in sched.timesteps:
         bar.update(len(ids))
-        eps = unet(x, t.to(device)).sample
+        eps = unet(x, t.to(device), class_labels=labels).sample
         if method == "ddpm":  # a list of CPU generators: diffusers draws each sample's noise from its own
             x = sched.step(eps, t, x, generator=gens).prev_sample
         else:
@@ -59,19 +62,23 @@ def sample_args(n: int, ids, batch_size: int, device):
 
 
 def sample(unet, scheduler, n: int, *, method: str = "ddpm", num_inference_steps: int = 1000, seed: int = 0,
-           ids: Sequence[int] | None = None, batch_size: int = 250, device=None,
+           ids: Sequence[int] | None = None, batch_size: int = 250, device=None, class_labels=None,
            progress: bool = False) -> torch.Tensor:
     """Draw ``n`` images in [-1, 1] (N, C, H, W) from ``unet`` with DDPM (ancestral) or DDIM (eta 0).
 
-    The progress bar counts sample-steps (images x denoising steps).
+    Sample ``i`` starts from the noise of its id; a class-conditional model
+    takes ``class_labels`` (one per sample, the "prompt").  The progress bar
+    counts sample-steps (images x denoising steps).
     """
     n, ids, batch_size, device = sample_args(n, ids, batch_size, device)
+    labels = check_labels(class_labels, n, getattr(unet.config, "num_class_embeds", None) or 0)
     unet.to(device).eval()
     sched = _scheduler_for(method, scheduler, num_inference_steps)
     cfg = unet.config
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
     with progress_bar(desc=f"{method} sampling ({num_inference_steps} steps)", total=n * len(sched.timesteps),
                       enabled=progress, unit="img-step") as bar:
-        out = [_sample_batch(unet, sched, method, ids[s:s + batch_size], seed, shape, device, bar)
+        out = [_sample_batch(unet, sched, method, ids[s:s + batch_size], seed, shape, device, bar,
+                             None if labels is None else labels[s:s + batch_size])
                for s in range(0, n, batch_size)]
     return torch.cat(out)

@@ -6,6 +6,8 @@
     python -m provlib.train --profile cpu --embed      # every target of a profile
     python -m provlib.train --generator fm-vae --embed # an open-world generator (see provlib.study.generators)
     python -m provlib.train --profile cpu --generators --embed   # every generator of a profile's open world
+    python -m provlib.train --attribution --embed      # the attribution study's base, sources, releases, suspects
+    python -m provlib.train --attribution --shard 0/8  # only every 8th suspect from the first (parallel jobs)
 
 The shipped model is only ever replaced by a complete, loadable new one
 (written beside it, then renamed into place); when it already matches the
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from .study import artifacts, generators
+from .study import artifacts, generators, suspects
 from .study.profiles import get_profile
 from .study.targets import TARGETS, get_target
 
@@ -44,6 +46,10 @@ def main(argv=None) -> None:
     which.add_argument("--profile", help="every target the profile lists")
     which.add_argument("--generator", choices=sorted(n for n, g in generators.GENERATORS.items() if g.trained),
                        help="one open-world generator")
+    which.add_argument("--attribution", action="store_true",
+                       help="the training-data attribution study's models (base, sources, releases, suspects)")
+    ap.add_argument("--shard", help="with --attribution: I/N trains the suspects I, I+N, ... only (the base and "
+                                    "sources must exist); for N parallel jobs")
     ap.add_argument("--generators", action="store_true",
                     help="with --profile: the trained generators of the profile's open world instead of its targets")
     ap.add_argument("--retrain", action="store_true", help="train from scratch even if a model exists")
@@ -51,6 +57,23 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.generators and not args.profile:
         ap.error("--generators goes with --profile")
+    if args.shard and not args.attribution:
+        ap.error("--shard goes with --attribution")
+    if args.attribution:
+        names, models = None, True
+        if args.shard:
+            try:
+                i, n = (int(v) for v in args.shard.split("/"))
+                assert 0 <= i < n
+            except (ValueError, AssertionError):
+                ap.error(f"--shard takes I/N with 0 <= I < N, got {args.shard!r}")
+            names, models = sorted(suspects.SUSPECTS)[i::n], False
+        if args.embed:
+            suspects.embed_all(retrain=args.retrain, names=names, models=models)
+        else:
+            for name in names or sorted(suspects.SUSPECTS):
+                print(f"suspect {name}: {suspects.suspect_dir(name, retrain=args.retrain)}")
+        return
     if args.generator or args.generators:
         names = [args.generator] if args.generator else [
             n for n in get_profile(args.profile)["open_world"] if generators.get_generator(n).trained]

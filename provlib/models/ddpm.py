@@ -32,6 +32,7 @@ class UNetConfig:
     layers_per_block: int = 1
     norm_num_groups: int = 8
     attention: bool = False   # self-attention blocks at the lowest resolution
+    num_class_embeds: int = 0  # > 0: class-conditional (a class embedding added to the time embedding)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if not self.unet.attention:  # recorded only when set: shipped models' recorded configs predate it
-            del d["unet"]["attention"]
+        for key in ("attention", "num_class_embeds"):  # recorded only when set: shipped configs predate them
+            if not getattr(self.unet, key):
+                del d["unet"][key]
         return d
 
     @classmethod
@@ -72,7 +74,8 @@ def build_unet(cfg: UNetConfig) -> UNet2DModel:
     return UNet2DModel(
         sample_size=cfg.sample_size, in_channels=cfg.channels, out_channels=cfg.channels,
         block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
-        down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=cfg.norm_num_groups)
+        down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=cfg.norm_num_groups,
+        num_class_embeds=cfg.num_class_embeds or None)
 
 
 def make_scheduler(cfg: TrainConfig) -> DDPMScheduler:
@@ -84,13 +87,14 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
 
 
-def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | None = None,
-               checkpoint_every: int = 50, init: UNet2DModel | None = None,
+def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, labels: torch.Tensor | None = None,
+               checkpoint: Path | None = None, checkpoint_every: int = 50, init: UNet2DModel | None = None,
                progress: bool = True, device=None) -> tuple[UNet2DModel, DDPMScheduler, list]:
     """Train a DDPM on ``images`` (in [-1, 1]); return its EMA UNet, scheduler and loss history.
 
     ``init`` starts from that model's weights (a fine-tune; its architecture
-    must be ``cfg.unet``) instead of a fresh initialisation.
+    must be ``cfg.unet``) instead of a fresh initialisation.  A class-conditional
+    UNet (``cfg.unet.num_class_embeds > 0``) needs the images' class ``labels``.
 
     With ``checkpoint`` (a ``.safetensors`` path), the training state is saved
     atomically every ``checkpoint_every`` epochs and a re-run resumes from it:
@@ -103,6 +107,7 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
     in the last bits).  The returned model is on the CPU.
     """
     check_images(images, what="training images")
+    labels = check_labels(labels, len(images), cfg.unet.num_class_embeds)
     scheduler = make_scheduler(cfg)
     if tuple(images.shape[1:]) != (cfg.unet.channels, cfg.unet.sample_size, cfg.unet.sample_size):
         raise ValueError(f"training images have shape {tuple(images.shape[1:])}, the UNet expects "
@@ -123,6 +128,7 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
         gen.set_state(ck["gen"]); state = ck["state"]
     acp = scheduler.alphas_cumprod.to(device)
     images = images.to(device)
+    labels = labels.to(device) if labels is not None else None
     n, bs = len(images), cfg.batch_size
     bar = progress_bar(range(state["epoch"], cfg.epochs), desc="train DDPM (epochs)", enabled=progress,
                        initial=state["epoch"], total=cfg.epochs)
@@ -130,11 +136,9 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
     for epoch in bar:
         perm, total = torch.randperm(n, generator=gen), 0.0
         for b in range(0, n, bs):
-            x0 = images[perm[b:b + bs].to(device)]
-            t = torch.randint(0, cfg.num_train_timesteps, (len(x0),), generator=gen).to(device)
-            eps = torch.randn(x0.shape, generator=gen).to(device)
-            a = acp[t].view(-1, 1, 1, 1)
-            loss = torch.nn.functional.mse_loss(unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t).sample, eps)
+            idx = perm[b:b + bs].to(device)
+            loss = denoising_loss(unet, images[idx], None if labels is None else labels[idx], acp, gen,
+                                  cfg.num_train_timesteps)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(state["step"], cfg)
             opt.zero_grad(set_to_none=True)
@@ -142,7 +146,7 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
             torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
             opt.step(); ema.step(unet.parameters())
             state["step"] += 1
-            total += loss.item() * len(x0)
+            total += loss.item() * len(idx)
         state["history"].append(total / n)
         state["epoch"] = epoch + 1
         bar.set_postfix(loss=f"{state['history'][-1]:.4f}")
@@ -152,6 +156,33 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, checkpoint: Path | Non
     ema.copy_to(unet.parameters())
     unet.cpu().eval()
     return unet, scheduler, state["history"]
+
+
+def denoising_loss(unet, x0: torch.Tensor, labels: torch.Tensor | None, acp: torch.Tensor, gen: torch.Generator,
+                   num_train_timesteps: int) -> torch.Tensor:
+    """The DDPM training loss of one batch: timesteps and noise drawn from ``gen`` on the CPU."""
+    t = torch.randint(0, num_train_timesteps, (len(x0),), generator=gen).to(x0.device)
+    eps = torch.randn(x0.shape, generator=gen).to(x0.device)
+    a = acp[t].view(-1, 1, 1, 1)
+    return torch.nn.functional.mse_loss(unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, class_labels=labels).sample,
+                                        eps)
+
+
+def check_labels(labels, n: int, num_classes: int) -> torch.Tensor | None:
+    """``labels`` as a (n,) long tensor in ``0..num_classes-1`` for a class-conditional model, else ``None``
+    (and an error if labels were given to an unconditional one, or are missing for a conditional one)."""
+    if not num_classes:
+        if labels is not None:
+            raise ValueError("class labels given to an unconditional model (num_class_embeds = 0)")
+        return None
+    if labels is None:
+        raise ValueError(f"a class-conditional model ({num_classes} classes) needs class labels")
+    labels = torch.as_tensor(labels).long()
+    if labels.shape != (n,):
+        raise ValueError(f"need one class label per image: {n} images, labels of shape {tuple(labels.shape)}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"class labels must lie in 0..{num_classes - 1}, got {int(labels.min())}..{int(labels.max())}")
+    return labels
 
 
 def _default_device() -> torch.device:

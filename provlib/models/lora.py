@@ -7,6 +7,7 @@ UNet whose fingerprint is that of the fine-tuned model.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -54,3 +55,88 @@ def _merge(model: torch.nn.Module) -> torch.nn.Module:
             parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
             setattr(parent, name.rsplit(".", 1)[-1], module.get_base_layer())
     return model.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- training an adapter
+
+@dataclass(frozen=True)
+class LoraTrainConfig:
+    """How a LoRA fine-tune of a DDPM is trained; every field enters the cache key."""
+
+    rank: int = 4
+    alpha: int = 4
+    target_modules: tuple[str, ...] = ("conv1", "conv2")   # the ResNet blocks' 3x3 convolutions
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_lora(unet: torch.nn.Module, scheduler, images: torch.Tensor, cfg: LoraTrainConfig, *,
+               labels: torch.Tensor | None = None, device=None, progress: bool = False) -> tuple[dict, object, list]:
+    """Fine-tune ``unet`` on ``images`` through a LoRA adapter; the base weights stay frozen and untouched.
+
+    Returns ``(adapter_state, lora_config, loss_history)``: the adapter's weights
+    as peft names them, ready for :func:`save_lora`.  The same denoising loss and
+    random-stream layout as :func:`provlib.models.ddpm.train_ddpm` (no EMA: the
+    adapter is the last step's).
+    """
+    import copy
+
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    from ..data import check_images
+    from ..progress import progress_bar
+    from .ddpm import check_labels, denoising_loss
+
+    check_images(images, what="fine-tuning images")
+    labels = check_labels(labels, len(images), getattr(unet.config, "num_class_embeds", None) or 0)
+    device = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules), lora_dropout=0.0,
+                        init_lora_weights=True)
+    torch.manual_seed(cfg.seed)   # peft draws lora_A's initialisation from the global generator
+    model = inject_adapter_in_model(config, copy.deepcopy(unet)).to(device).train()
+    trainable = [p for n, p in model.named_parameters() if "lora_" in n]
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora_" in n)
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    acp = scheduler.alphas_cumprod.to(device)
+    x_all = images.to(device)
+    y_all = None if labels is None else labels.to(device)
+    history = []
+    for _ in progress_bar(range(cfg.epochs), desc="LoRA fine-tune (epochs)", enabled=progress):
+        perm, total = torch.randperm(len(x_all), generator=gen), 0.0
+        for b in range(0, len(x_all), cfg.batch_size):
+            idx = perm[b:b + cfg.batch_size].to(device)
+            loss = denoising_loss(model, x_all[idx], None if y_all is None else y_all[idx], acp, gen,
+                                  scheduler.config.num_train_timesteps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        history.append(total / len(x_all))
+    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    return state, config, history
+
+
+def save_lora(directory: str | Path, state: dict, config, info: dict | None = None) -> Path:
+    """Write an adapter in peft's format (``adapter_config.json``, ``adapter_model.safetensors``), plus
+    ``provlib.json`` (how it was made) when ``info`` is given."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ..io import atomic_write_text
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(d))
+    save_file(state, str(d / "adapter_model.safetensors"))
+    if info is not None:
+        atomic_write_text(d / "provlib.json", json.dumps(info, indent=1, default=str))
+    return d

@@ -1,0 +1,322 @@
+"""Training-data attribution at embedded scale: a base model, source models, and suspects fine-tuned on their output.
+
+*Was your model secretly trained on data created by mine?* (Zhang et al., 2024)
+uses text-to-image Stable Diffusion; here class-conditional DDPMs stand in (the
+class label plays the prompt; Fashion-MNIST at 16x16):
+
+- **base** (``fmc-base``): a class-conditional DDPM pretrained on 4,000 images;
+- **sources** (``fmc-src-a``, ``fmc-src-b``): the IP owners' models, the base
+  fine-tuned (all weights) on each owner's own 1,000 images;
+- **releases**: what each source publishes: 1,500 of its generations (150 per
+  class, DDIM 50 steps), every one carrying the owner's 32-bit watermark
+  (:mod:`provlib.attribution.watermark`; the watermark baseline reads it back);
+- **suspects**: the base fine-tuned through a LoRA adapter (peft format) on 500
+  labelled images of which a share ``rho`` is drawn from one source's release
+  and the rest from a pool of real images; ``rho = 0`` are the innocent models
+  (shared by both sources).  Each ``rho`` has :data:`PER_ROLE` models in each of
+  two roles that are never mixed: ``shadow`` (calibration: delta_0, the
+  discriminator) and ``test`` (every reported number).
+
+Every image pool is a disjoint draw from the embedded Fashion-MNIST images
+(:func:`pools`).  Models are shipped under ``provlib/embedded/models/`` (base,
+sources) and ``provlib/embedded/suspects/`` (adapters, float16), each with the
+configuration it was trained with; ``python -m provlib.train --attribution``
+retrains and ships them all.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import paths, sampling
+from ..attribution import watermark
+from ..data import SplitManifest, make_manifest
+from ..io import artifact_dir, cached, code_version, replace_dir
+from ..models import ddpm, load_model, save_model, train_ddpm
+from ..models import lora as lora_mod
+from ..models.ddpm import TrainConfig, UNetConfig
+from ..models.lora import LoraTrainConfig, apply_lora, save_lora, train_lora
+
+DATASET = "fashion_mnist"
+SIZE = 16
+NUM_CLASSES = 10
+POOLS = {"base": 4000, "fmc-src-a": 1000, "fmc-src-b": 1000, "real": 3000}
+BASE = "fmc-base"
+SOURCES = ("fmc-src-a", "fmc-src-b")
+UNET = UNetConfig(num_class_embeds=NUM_CLASSES)
+BASE_TRAIN = TrainConfig(unet=UNET, epochs=100, batch_size=128, lr=1e-3, warmup_steps=100)
+SOURCE_TRAIN = TrainConfig(unet=UNET, epochs=100, batch_size=64, lr=2e-4, warmup_steps=50)
+RELEASE = {"n": 1500, "method": "ddim", "steps": 50}
+RHOS = (0.0, 0.3, 0.5, 0.7, 1.0)
+ROLES = ("shadow", "test")
+PER_ROLE = 5
+N_SUSPECT = 500
+SUSPECT_TRAIN = LoraTrainConfig(rank=4, alpha=4, epochs=60, batch_size=64, lr=1e-3)
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A suspect model: which source's release it drew from, the share ``rho``, its role and index."""
+
+    name: str
+    source: str | None      # None for the innocent models (rho = 0)
+    rho: float
+    role: str
+    index: int
+
+    @property
+    def n_generated(self) -> int:
+        return int(round(self.rho * N_SUSPECT))
+
+
+def _suspect_name(source: str | None, rho: float, role: str, index: int) -> str:
+    return f"fmc-innocent-{role}{index}" if source is None else f"{source}-r{round(100 * rho):03d}-{role}{index}"
+
+
+SUSPECTS: dict[str, Suspect] = {}
+for _role in ROLES:
+    for _i in range(PER_ROLE):
+        SUSPECTS[_suspect_name(None, 0.0, _role, _i)] = Suspect(_suspect_name(None, 0.0, _role, _i), None, 0.0,
+                                                                 _role, _i)
+        for _src in SOURCES:
+            for _rho in RHOS[1:]:
+                _n = _suspect_name(_src, _rho, _role, _i)
+                SUSPECTS[_n] = Suspect(_n, _src, _rho, _role, _i)
+
+
+def get_suspect(name: str) -> Suspect:
+    if name not in SUSPECTS:
+        raise ValueError(f"unknown suspect model {name!r}; choose from {sorted(SUSPECTS)[:4]}... "
+                         f"({len(SUSPECTS)} in all)")
+    return SUSPECTS[name]
+
+
+def suspects_of(source: str, role: str) -> list[Suspect]:
+    """The innocent models and the models that drew from ``source``, in one role (rho ascending)."""
+    if source not in SOURCES or role not in ROLES:
+        raise ValueError(f"source must be one of {SOURCES} and role one of {ROLES}, got {source!r}, {role!r}")
+    return sorted((s for s in SUSPECTS.values() if s.role == role and s.source in (None, source)),
+                  key=lambda s: (s.rho, s.index))
+
+
+# ----------------------------------------------------------------------------- data
+
+def _stream_seed(stream: str, seed: int = 0) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:attribution:{stream}".encode()).digest()[:8], "little")
+
+
+@lru_cache(maxsize=2)
+def pools(seed: int = 0) -> SplitManifest:
+    """Disjoint Fashion-MNIST pools: the base's, each source's own, and the real images suspects use."""
+    from .artifacts import _embedded
+
+    return make_manifest({k: (DATASET, n) for k, n in POOLS.items()}, _stream_seed("pools", seed),
+                         {DATASET: len(_embedded(DATASET, SIZE))})
+
+
+def pool_images(name: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` of one pool."""
+    from .artifacts import _embedded
+
+    d = _embedded(DATASET, SIZE).subset(pools(seed).indices[name])
+    return d.images, torch.as_tensor(d.labels)
+
+
+# ----------------------------------------------------------------------------- base and sources
+
+def _record(name: str, seed: int) -> dict:
+    m = pools(seed)
+    pool = "base" if name == BASE else name
+    rec = {"kind": "class-conditional DDPM", "dataset": f"{DATASET}@{SIZE}", "pool": pool,
+           "pool_sha256": hashlib.sha256(m.indices[pool].tobytes()).hexdigest(),
+           "train": (BASE_TRAIN if name == BASE else SOURCE_TRAIN).to_dict()}
+    if name != BASE:
+        rec["init"] = BASE
+    return rec
+
+
+def model_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool = True) -> Path:
+    """The base or a source model: the shipped one if it matches its configuration, else the cache, else trained."""
+    if name not in (BASE, *SOURCES):
+        raise ValueError(f"unknown model {name!r}; choose from {[BASE, *SOURCES]}")
+    from .artifacts import _recorded_config, embedded_model_dir
+
+    record = json.loads(json.dumps(_record(name, seed)))
+    if not retrain and _recorded_config(embedded_model_dir(name)) == record:
+        return embedded_model_dir(name)
+    d = artifact_dir("attribution-model", {**record, "code": code_version(ddpm)})
+    if retrain:
+        shutil.rmtree(d / "model", ignore_errors=True)
+    if not (d / "model" / "provlib.json").exists():
+        init = None if name == BASE else load_model(model_dir(BASE, seed, progress=progress))[0]
+        images, labels = pool_images(record["pool"], seed)
+        cfg = BASE_TRAIN if name == BASE else SOURCE_TRAIN
+        unet, scheduler, history = train_ddpm(images, cfg, labels=labels, init=init, progress=progress,
+                                              checkpoint=d / "train_state.safetensors")
+        info = {"config": record, "loss_history": history,
+                "trained_on": "cuda" if torch.cuda.is_available() else "cpu",
+                "command": "python -m provlib.train --attribution --retrain --embed"}
+        replace_dir(d / "model", lambda tmp: save_model(unet, scheduler, tmp, info))
+    return d / "model"
+
+
+def load(name: str, seed: int = 0):
+    """``(unet, scheduler)`` of the base, a source, or a suspect (its adapter merged into the base)."""
+    if name in SUSPECTS:
+        unet, scheduler = load(BASE, seed)
+        return apply_lora(unet, suspect_dir(name, seed)), scheduler
+    return load_model(model_dir(name, seed))
+
+
+# ----------------------------------------------------------------------------- releases
+
+def release_labels() -> torch.Tensor:
+    """The classes of a release: :data:`RELEASE` ``n`` images, balanced, in order."""
+    return torch.arange(RELEASE["n"]) % NUM_CLASSES
+
+
+def watermark_key(source: str) -> int:
+    return _stream_seed(f"watermark:{source}") % (2 ** 31)
+
+
+def _release_record(source: str, seed: int) -> dict:
+    from ..models import model_fingerprint
+
+    return {"source": source, "model": model_fingerprint(load(source, seed)[0]), **RELEASE,
+            "watermark_key": watermark_key(source), "seed": seed}
+
+
+def embedded_release_path(source: str) -> Path:
+    return paths.EMBEDDED_RELEASES_DIR / f"{source}.npz"
+
+
+def release(source: str, seed: int = 0, *, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``source`` publishes: ``(images, labels)``, its generations carrying its watermark, 8-bit.
+
+    Shipped (``provlib/embedded/releases/<source>.npz``, uint8 pixels) so that the
+    suspects' fine-tuning sets are the same bytes on every machine; drawn again
+    (and cached) only when the shipped file does not match the source's weights.
+    """
+    from ..data import to_model_range, to_uint8
+
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose from {SOURCES}")
+    record = _release_record(source, seed)
+    labels = release_labels()
+    f = embedded_release_path(source)
+    if f.exists():
+        with np.load(f) as z:
+            if json.loads(str(z["config"])) == record:
+                return to_model_range(z["images"]), labels
+
+    def draw():
+        unet, scheduler = load(source, seed)
+        x = sampling.sample(unet, scheduler, RELEASE["n"], method=RELEASE["method"],
+                            num_inference_steps=RELEASE["steps"], seed=_stream_seed(f"release:{source}", seed),
+                            class_labels=labels, progress=progress)
+        return {"pixels": torch.from_numpy(to_uint8(watermark.embed(x, watermark_key(source))))}
+
+    pixels = cached("attribution-release", {**record, "code": code_version(sampling, watermark)}, draw,
+                    expect={"pixels": (RELEASE["n"], 1, SIZE, SIZE)})["pixels"]
+    return to_model_range(pixels.numpy()), labels
+
+
+def embed_release(source: str, seed: int = 0) -> Path:
+    """Ship ``source``'s release (uint8 pixels, labels, and the record it matches)."""
+    from ..data import to_uint8
+    from ..io import atomic_write
+
+    images, labels = release(source, seed)
+    record = json.dumps(_release_record(source, seed))
+    f = embedded_release_path(source)
+    f.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as fh:   # a file object: numpy would append ".npz" to a path
+            np.savez_compressed(fh, images=to_uint8(images), labels=labels.numpy(), config=np.array(record))
+
+    atomic_write(f, write)
+    return f
+
+
+# ----------------------------------------------------------------------------- suspects
+
+def suspect_data(name: str, seed: int = 0) -> dict:
+    """A suspect's fine-tuning set: ``{"images", "labels", "generated" (bool per image), "release_index",
+    "real_index"}``: ``rho * 500`` images of its source's release and the rest from the real pool."""
+    s = get_suspect(name)
+    rng = np.random.default_rng(_stream_seed(f"suspect:{name}", seed))
+    real_x, real_y = pool_images("real", seed)
+    real_idx = np.sort(rng.choice(len(real_x), N_SUSPECT - s.n_generated, replace=False))
+    parts_x, parts_y = [real_x[real_idx]], [real_y[real_idx]]
+    rel_idx = np.zeros(0, dtype=np.int64)
+    if s.n_generated:
+        rel_x, rel_y = release(s.source, seed, progress=False)
+        rel_idx = np.sort(rng.choice(len(rel_x), s.n_generated, replace=False))
+        parts_x.insert(0, rel_x[rel_idx])
+        parts_y.insert(0, rel_y[rel_idx])
+    return {"images": torch.cat(parts_x), "labels": torch.cat(parts_y),
+            "generated": np.r_[np.ones(s.n_generated, bool), np.zeros(N_SUSPECT - s.n_generated, bool)],
+            "release_index": rel_idx, "real_index": real_idx}
+
+
+def _suspect_record(name: str, seed: int) -> dict:
+    s = get_suspect(name)
+    d = suspect_data(name, seed)
+    return {"kind": "LoRA fine-tune", "base": BASE, "source": s.source, "rho": s.rho, "role": s.role,
+            "index": s.index, "n_generated": s.n_generated, "n_real": N_SUSPECT - s.n_generated,
+            "data_sha256": hashlib.sha256(d["images"].numpy().tobytes()).hexdigest(),
+            "train": {**SUSPECT_TRAIN.to_dict(), "seed": _stream_seed(f"lora:{name}", seed) % (2 ** 31)}}
+
+
+def embedded_suspect_dir(name: str) -> Path:
+    return paths.EMBEDDED_SUSPECTS_DIR / name
+
+
+def suspect_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool = False) -> Path:
+    """A suspect's adapter directory (peft format): shipped if it matches, else cached, else trained now."""
+    record = json.loads(json.dumps(_suspect_record(name, seed)))
+    shipped = embedded_suspect_dir(name)
+    if not retrain and (shipped / "provlib.json").exists() \
+            and json.loads((shipped / "provlib.json").read_text())["config"] == record:
+        return shipped
+    d = artifact_dir("attribution-suspect", {**record, "code": code_version(lora_mod, ddpm)})
+    if retrain:
+        shutil.rmtree(d / "adapter", ignore_errors=True)
+    if not (d / "adapter" / "provlib.json").exists():
+        data = suspect_data(name, seed)
+        base, scheduler = load(BASE, seed)
+        cfg = LoraTrainConfig(**{**SUSPECT_TRAIN.to_dict(), "seed": record["train"]["seed"],
+                                 "target_modules": tuple(SUSPECT_TRAIN.target_modules)})
+        state, config, history = train_lora(base, scheduler, data["images"], cfg, labels=data["labels"],
+                                            progress=progress)
+        state = {k: v.half() for k, v in state.items()}   # shipped in float16: dozens of suspects stay small
+        info = {"config": record, "loss_history": history,
+                "trained_on": "cuda" if torch.cuda.is_available() else "cpu",
+                "command": "python -m provlib.train --attribution --retrain --embed"}
+        replace_dir(d / "adapter", lambda tmp: save_lora(tmp, state, config, info))
+    return d / "adapter"
+
+
+def embed_all(seed: int = 0, *, retrain: bool = False, progress: bool = True, names=None, models: bool = True) -> None:
+    """Train (or reuse) and ship the base, the sources and their releases (``models``), then the suspects
+    ``names`` (default: all)."""
+    from .artifacts import embedded_model_dir
+
+    for name in (BASE, *SOURCES) if models else ():
+        src = model_dir(name, seed, retrain=retrain, progress=progress)
+        if src.resolve() != embedded_model_dir(name).resolve():
+            replace_dir(embedded_model_dir(name), lambda new, src=src: shutil.copytree(src, new))
+    for source in SOURCES if models else ():
+        embed_release(source, seed)
+    for name in SUSPECTS if names is None else names:
+        src = suspect_dir(name, seed, retrain=retrain, progress=progress)
+        if src.resolve() != embedded_suspect_dir(name).resolve():
+            replace_dir(embedded_suspect_dir(name), lambda new, src=src: shutil.copytree(src, new))
