@@ -77,3 +77,12 @@ def bit_accuracy(images: torch.Tensor, key: int, bits: np.ndarray | None = None)
     """(N,) share of the 32 bits each image carries correctly (about 0.5 on an unmarked image)."""
     bits = message(key) if bits is None else np.asarray(bits)
     return (decode(images, key) == bits).mean(1)
+
+
+def conf(bit_accuracies, tau: float) -> float:
+    """The watermark's conf, comparable to the key samples': the share of the suspect's generations whose
+    decoded bit accuracy is at least ``tau`` (``tau`` set on shadow models, like delta_0)."""
+    a = np.asarray(bit_accuracies, dtype=float)
+    if a.ndim != 1 or not len(a):
+        raise ValueError("conf needs a non-empty 1-D array of bit accuracies")
+    return float((a >= tau).mean())

@@ -35,11 +35,12 @@ def _abar(scheduler, t: int) -> float:
     return float(scheduler.alphas_cumprod.double()[t])
 
 
-def ddim_step(unet, scheduler, x: torch.Tensor, t: int, t_next: int, *,
-              eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def ddim_step(unet, scheduler, x: torch.Tensor, t: int, t_next: int, *, eps: torch.Tensor | None = None,
+              class_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One deterministic DDIM step of the batch ``x`` from timestep ``t`` to ``t_next``.
 
-    Returns ``(x_next, eps)`` with ``eps = eps_theta(x, t)`` (computed unless given).
+    Returns ``(x_next, eps)`` with ``eps = eps_theta(x, t)`` (computed unless given;
+    ``class_labels`` condition a class-conditional model).
     """
     n_train = scheduler.config.num_train_timesteps
     for name, value in (("t", t), ("t_next", t_next)):
@@ -47,14 +48,15 @@ def ddim_step(unet, scheduler, x: torch.Tensor, t: int, t_next: int, *,
             raise ValueError(f"{name} must lie in [0, {n_train}), got {value}")
     if eps is None:
         with torch.no_grad():
-            eps = unet(x, torch.full((len(x),), int(t), device=x.device, dtype=torch.long)).sample
+            eps = unet(x, torch.full((len(x),), int(t), device=x.device, dtype=torch.long),
+                       class_labels=class_labels).sample
     a, a_next = _abar(scheduler, int(t)), _abar(scheduler, int(t_next))
     x0_hat = (x - (1 - a) ** 0.5 * eps) / a ** 0.5
     return a_next ** 0.5 * x0_hat + (1 - a_next) ** 0.5 * eps, eps
 
 
-def ddim_path(unet, scheduler, x: torch.Tensor, timesteps: Sequence[int], *,
-              record: bool = False) -> torch.Tensor | list[torch.Tensor]:
+def ddim_path(unet, scheduler, x: torch.Tensor, timesteps: Sequence[int], *, record: bool = False,
+              class_labels: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
     """Walk ``x`` (the state at ``timesteps[0]``) through consecutive DDIM steps to ``timesteps[-1]``.
 
     With ``record``, returns every state ``[x_(t0), x_(t1), ...]``; else the last one.
@@ -64,7 +66,7 @@ def ddim_path(unet, scheduler, x: torch.Tensor, timesteps: Sequence[int], *,
         raise ValueError("ddim_path needs at least one timestep")
     states = [x]
     for t, t_next in zip(ts[:-1], ts[1:]):
-        x, _ = ddim_step(unet, scheduler, x, t, t_next)
+        x, _ = ddim_step(unet, scheduler, x, t, t_next, class_labels=class_labels)
         if record:
             states.append(x)
     return states if record else x
