@@ -39,10 +39,10 @@ def _sample_batch(unet, sched, method: str, ids: Sequence[int], seed: int, shape
                   labels: torch.Tensor | None = None) -> torch.Tensor:
     gens = [torch.Generator().manual_seed(noise_seed(seed, i, -1)) for i in ids]
     x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
-    labels = None if labels is None else labels.to(device)
+    cond = {} if labels is None else {"class_labels": labels.to(device)}
     for t in sched.timesteps:
         bar.update(len(ids))
-        eps = unet(x, t.to(device), class_labels=labels).sample
+        eps = unet(x, t.to(device), **cond).sample
         if method == "ddpm":  # a list of CPU generators: diffusers draws each sample's noise from its own
             x = sched.step(eps, t, x, generator=gens).prev_sample
         else:

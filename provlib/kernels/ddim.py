@@ -48,8 +48,8 @@ def ddim_step(unet, scheduler, x: torch.Tensor, t: int, t_next: int, *, eps: tor
             raise ValueError(f"{name} must lie in [0, {n_train}), got {value}")
     if eps is None:
         with torch.no_grad():
-            eps = unet(x, torch.full((len(x),), int(t), device=x.device, dtype=torch.long),
-                       class_labels=class_labels).sample
+            cond = {} if class_labels is None else {"class_labels": class_labels}   # any eps model, conditional or not
+            eps = unet(x, torch.full((len(x),), int(t), device=x.device, dtype=torch.long), **cond).sample
     a, a_next = _abar(scheduler, int(t)), _abar(scheduler, int(t_next))
     x0_hat = (x - (1 - a) ** 0.5 * eps) / a ** 0.5
     return a_next ** 0.5 * x0_hat + (1 - a_next) ** 0.5 * eps, eps

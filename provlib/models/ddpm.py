@@ -1,4 +1,4 @@
-"""Unconditional DDPMs: build, train (with EMA), save and load in diffusers format.
+"""Unconditional and class-conditional DDPMs: build, train (with EMA), save and load in diffusers format.
 
 A model this project trains is stored exactly like a hub checkpoint
 (``DDPMPipeline.save_pretrained``: ``model_index.json``, ``unet/`` and
@@ -164,8 +164,8 @@ def denoising_loss(unet, x0: torch.Tensor, labels: torch.Tensor | None, acp: tor
     t = torch.randint(0, num_train_timesteps, (len(x0),), generator=gen).to(x0.device)
     eps = torch.randn(x0.shape, generator=gen).to(x0.device)
     a = acp[t].view(-1, 1, 1, 1)
-    return torch.nn.functional.mse_loss(unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, class_labels=labels).sample,
-                                        eps)
+    cond = {} if labels is None else {"class_labels": labels}
+    return torch.nn.functional.mse_loss(unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, **cond).sample, eps)
 
 
 def check_labels(labels, n: int, num_classes: int) -> torch.Tensor | None:
