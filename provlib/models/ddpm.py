@@ -19,6 +19,7 @@ from diffusers.training_utils import EMAModel
 
 from ..data import check_images
 from ..io import atomic_write_text, load_state, save_state, tensor_sha256
+from ..kernels.trajectory import default_device
 from ..progress import progress_bar
 
 
@@ -113,7 +114,7 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, labels: torch.Tensor |
         raise ValueError(f"training images have shape {tuple(images.shape[1:])}, the UNet expects "
                          f"{(cfg.unet.channels, cfg.unet.sample_size, cfg.unet.sample_size)}")
     torch.manual_seed(cfg.seed)
-    device = torch.device(device) if device is not None else _default_device()
+    device = torch.device(device) if device is not None else default_device()
     unet = build_unet(cfg.unet)
     if init is not None:
         unet.load_state_dict(init.state_dict())
@@ -184,9 +185,6 @@ def check_labels(labels, n: int, num_classes: int) -> torch.Tensor | None:
         raise ValueError(f"class labels must lie in 0..{num_classes - 1}, got {int(labels.min())}..{int(labels.max())}")
     return labels
 
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def save_model(unet: UNet2DModel, scheduler: DDPMScheduler, directory: str | Path, info: dict | None = None) -> Path:

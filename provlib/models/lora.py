@@ -89,13 +89,13 @@ def train_lora(unet: torch.nn.Module, scheduler, images: torch.Tensor, cfg: Lora
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
     from ..data import check_images
+    from ..kernels.trajectory import default_device
     from ..progress import progress_bar
     from .ddpm import check_labels, denoising_loss
 
     check_images(images, what="fine-tuning images")
     labels = check_labels(labels, len(images), getattr(unet.config, "num_class_embeds", None) or 0)
-    device = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device) if device is not None else default_device()
     config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules), lora_dropout=0.0,
                         init_lora_weights=True)
     torch.manual_seed(cfg.seed)   # peft draws lora_A's initialisation from the global generator

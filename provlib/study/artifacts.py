@@ -134,7 +134,7 @@ def trained_model_dir(config: TargetConfig, manifest: SplitManifest, *, retrain:
         unet, scheduler, history = train_ddpm(members.images, config.train, checkpoint=ckpt, progress=progress)
         info = {"config": cfg, "loss_history": history,
                 "command": f"python -m provlib.train --target {config.name} --retrain --embed",
-                "trained_on": "cuda" if torch.cuda.is_available() else "cpu"}
+                "trained_on": trajectory.default_device().type}
 
         def write(tmp: Path) -> None:
             save_model(unet, scheduler, tmp, info)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from .. import paths, sampling
 from ..attribution import watermark
 from ..data import SplitManifest, make_manifest
 from ..io import artifact_dir, cached, code_version, replace_dir
+from ..kernels.trajectory import default_device
 from ..models import ddpm, load_model, save_model, train_ddpm
 from ..models import lora as lora_mod
 from ..models.ddpm import TrainConfig, UNetConfig
@@ -161,7 +162,7 @@ def model_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool
         unet, scheduler, history = train_ddpm(images, cfg, labels=labels, init=init, progress=progress,
                                               checkpoint=d / "train_state.safetensors")
         info = {"config": record, "loss_history": history,
-                "trained_on": "cuda" if torch.cuda.is_available() else "cpu",
+                "trained_on": default_device().type,
                 "command": "python -m provlib.train --attribution --retrain --embed"}
         replace_dir(d / "model", lambda tmp: save_model(unet, scheduler, tmp, info))
     return d / "model"
@@ -293,13 +294,12 @@ def suspect_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bo
     if not (d / "adapter" / "provlib.json").exists():
         data = suspect_data(name, seed)
         base, scheduler = load(BASE, seed)
-        cfg = LoraTrainConfig(**{**SUSPECT_TRAIN.to_dict(), "seed": record["train"]["seed"],
-                                 "target_modules": tuple(SUSPECT_TRAIN.target_modules)})
+        cfg = replace(SUSPECT_TRAIN, seed=record["train"]["seed"])
         state, config, history = train_lora(base, scheduler, data["images"], cfg, labels=data["labels"],
                                             progress=progress)
         state = {k: v.half() for k, v in state.items()}   # shipped in float16: dozens of suspects stay small
         info = {"config": record, "loss_history": history,
-                "trained_on": "cuda" if torch.cuda.is_available() else "cpu",
+                "trained_on": default_device().type,
                 "command": "python -m provlib.train --attribution --retrain --embed"}
         replace_dir(d / "adapter", lambda tmp: save_lora(tmp, state, config, info))
     return d / "adapter"
