@@ -19,7 +19,8 @@ def small(monkeypatch, tmp_path):
     unet = UNetConfig(block_out_channels=(16, 32), num_class_embeds=10)
     monkeypatch.setattr(S, "BASE_TRAIN", TrainConfig(unet=unet, epochs=1, batch_size=32, warmup_steps=1))
     monkeypatch.setattr(S, "SOURCE_TRAIN", TrainConfig(unet=unet, epochs=1, batch_size=32, warmup_steps=1))
-    monkeypatch.setattr(S, "POOLS", {"base": 40, "fmc-src-a": 20, "fmc-src-b": 20, "real": 60})
+    monkeypatch.setattr(S, "POOLS", {"base": (S.DATASET, 40), "fmc-src-a": (S.DATASET, 20), "real": (S.DATASET, 60),
+                                     "fmc-src-b": ("mnist", 20)})
     monkeypatch.setattr(S, "RELEASE", {"n": 30, "method": "ddim", "steps": 3})
     monkeypatch.setattr(S, "N_SUSPECT", 20)
     monkeypatch.setattr(S, "SUSPECT_TRAIN", LoraTrainConfig(epochs=1, batch_size=10))
@@ -45,8 +46,14 @@ def test_the_registry_has_disjoint_shadow_and_test_models_at_every_rho():
 
 def test_pools_are_disjoint_draws():
     m = S.pools(0)
-    idx = [set(v.tolist()) for v in m.indices.values()]
-    assert sum(map(len, idx)) == len(set().union(*idx)) == sum(S.POOLS.values())
+    for ds in {d for d, _ in S.POOLS.values()}:
+        idx = [set(m.indices[k].tolist()) for k, (d, _) in S.POOLS.items() if d == ds]
+        assert sum(map(len, idx)) == len(set().union(*idx)) == sum(n for d, n in S.POOLS.values() if d == ds)
+    assert {k: len(v) for k, v in m.indices.items()} == {k: n for k, (_, n) in S.POOLS.items()}
+    x, y = S.pool_images("fmc-src-b")
+    assert x.shape == (1000, 1, S.SIZE, S.SIZE) and set(y.tolist()) == set(range(10))   # MNIST digits
+    with pytest.raises(ValueError, match="unknown pool"):
+        S.pool_images("fmc-src-c")
 
 
 def test_suspects_train_on_rho_of_a_watermarked_release_and_ship_in_peft_format(small):

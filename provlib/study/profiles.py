@@ -20,6 +20,10 @@ PROFILES: dict[str, dict] = {
         "n_robust": 24,         # images per class re-encoded for the codec robustness tables
         "sedid_targets": ["tiny", "tiny-mn", "tiny-dg"],  # SeDID's datasets: one target each (FM, MNIST, digits)
         "n_sedid": 40,          # generated and training images per SeDID dataset
+        "attribution_sources": ["fmc-src-a"],  # source models of the attribution study (study.suspects)
+        "suspects_per_role": 2, # suspect models per rho and role (shadow, test)
+        "n_keys": 20,           # key samples (and watermark generations) behind each conf
+        "n_keys_max": 30,       # key samples queried per strategy (Figure 7's largest N)
         "sampler_steps": 50,    # DDPM ancestral steps for the generated set
         "timestep_stride": 100, # trajectory grid: every stride-th step of 0..999
         "probe_train_frac": 0.5,
@@ -35,6 +39,10 @@ PROFILES: dict[str, dict] = {
         "n_robust": 100,
         "sedid_targets": ["fm500", "mn500", "dg500"],
         "n_sedid": 250,
+        "attribution_sources": ["fmc-src-a", "fmc-src-b"],
+        "suspects_per_role": 5,
+        "n_keys": 30,
+        "n_keys_max": 100,
         "sampler_steps": 100,
         "timestep_stride": 50,
         "probe_train_frac": 0.5,
@@ -50,6 +58,9 @@ RULES: dict[str, tuple] = {
     "n_open_world": (int, 1, None, "a positive integer"),
     "n_robust": (int, 4, None, "an integer of at least 4"),
     "n_sedid": (int, 10, None, "an integer of at least 10"),
+    "suspects_per_role": (int, 2, 5, "an integer in 2..5 (5 suspects per rho and role are shipped)"),
+    "n_keys": (int, 2, None, "an integer of at least 2"),
+    "n_keys_max": (int, 2, None, "an integer of at least 2"),
     "sampler_steps": (int, 1, 1000, "an integer in 1..1000"),
     "timestep_stride": (int, 1, 999, "an integer in 1..999 (the grid is every stride-th step of 0..999)"),
     "probe_train_frac": (float, 0.0, 1.0, "a number strictly between 0 and 1"),
@@ -69,6 +80,14 @@ def check_parameter(name: str, value):
         unknown = [v for v in value if v not in TARGETS]
         if unknown or len(set(value)) != len(value):
             raise ValueError(f"parameter {name} {list(value)}: unknown or repeated names; known: {sorted(TARGETS)}")
+        return list(value)
+    if name == "attribution_sources":
+        from .suspects import SOURCES
+
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value \
+                or not set(value) <= set(SOURCES) or len(set(value)) != len(value):
+            raise ValueError(f"parameter attribution_sources must be a non-empty list of distinct source models "
+                             f"from {list(SOURCES)}, got {value!r}")
         return list(value)
     if name == "open_world":
         from .generators import GENERATORS
@@ -109,4 +128,7 @@ def get_profile(name: str, **overrides) -> dict:
     params.update(overrides)
     for key, value in overrides.items():
         check_parameter(key, value)
+    if params["n_keys"] > params["n_keys_max"]:
+        raise ValueError(f"n_keys ({params['n_keys']}) cannot exceed n_keys_max ({params['n_keys_max']}): "
+                         "only n_keys_max keys are queried")
     return params

@@ -5,8 +5,10 @@ uses text-to-image Stable Diffusion; here class-conditional DDPMs stand in (the
 class label plays the prompt; Fashion-MNIST at 16x16):
 
 - **base** (``fmc-base``): a class-conditional DDPM pretrained on 4,000 images;
-- **sources** (``fmc-src-a``, ``fmc-src-b``): the IP owners' models, the base
-  fine-tuned (all weights) on each owner's own 1,000 images;
+- **sources**: the IP owners' models, the base fine-tuned (all weights) on each
+  owner's own 1,000 images: ``fmc-src-a`` on Fashion-MNIST images (the same
+  distribution as everyone else's real images), ``fmc-src-b`` on MNIST digits
+  (distinctive data, as the paper's sources fine-tuned on CelebA or CC3M);
 - **releases**: what each source publishes: 1,500 of its generations (150 per
   class, DDIM 50 steps), every one carrying the owner's 32-bit watermark
   (:mod:`provlib.attribution.watermark`; the watermark baseline reads it back);
@@ -17,8 +19,8 @@ class label plays the prompt; Fashion-MNIST at 16x16):
   two roles that are never mixed: ``shadow`` (calibration: delta_0, the
   discriminator) and ``test`` (every reported number).
 
-Every image pool is a disjoint draw from the embedded Fashion-MNIST images
-(:func:`pools`).  Models are shipped under ``provlib/embedded/models/`` (base,
+Every image pool is a disjoint draw from the embedded Fashion-MNIST or MNIST
+images (:func:`pools`).  Models are shipped under ``provlib/embedded/models/`` (base,
 sources) and ``provlib/embedded/suspects/`` (adapters, float16), each with the
 configuration it was trained with; ``python -m provlib.train --attribution``
 retrains and ships them all.
@@ -48,7 +50,11 @@ from ..models.lora import LoraTrainConfig, apply_lora, save_lora, train_lora
 DATASET = "fashion_mnist"
 SIZE = 16
 NUM_CLASSES = 10
-POOLS = {"base": 4000, "fmc-src-a": 1000, "fmc-src-b": 1000, "real": 3000}
+# name: (dataset, images).  Splits of one dataset are consecutive chunks of one seeded permutation, in this
+# order: "reserve" holds the 1,000 Fashion-MNIST images fmc-src-b was fine-tuned on before it moved to MNIST,
+# kept so that "real" (and every suspect trained on it) stays the same draw.
+POOLS = {"base": (DATASET, 4000), "fmc-src-a": (DATASET, 1000), "reserve": (DATASET, 1000), "real": (DATASET, 3000),
+         "fmc-src-b": ("mnist", 1000)}
 BASE = "fmc-base"
 SOURCES = ("fmc-src-a", "fmc-src-b")
 UNET = UNetConfig(num_class_embeds=NUM_CLASSES)
@@ -118,15 +124,17 @@ def pools(seed: int = 0) -> SplitManifest:
     """Disjoint Fashion-MNIST pools: the base's, each source's own, and the real images suspects use."""
     from .artifacts import _embedded
 
-    return make_manifest({k: (DATASET, n) for k, n in POOLS.items()}, _stream_seed("pools", seed),
-                         {DATASET: len(_embedded(DATASET, SIZE))})
+    datasets = sorted({ds for ds, _ in POOLS.values()})
+    return make_manifest(dict(POOLS), _stream_seed("pools", seed), {ds: len(_embedded(ds, SIZE)) for ds in datasets})
 
 
 def pool_images(name: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` of one pool."""
     from .artifacts import _embedded
 
-    d = _embedded(DATASET, SIZE).subset(pools(seed).indices[name])
+    if name not in POOLS:
+        raise ValueError(f"unknown pool {name!r}; choose from {sorted(POOLS)}")
+    d = _embedded(POOLS[name][0], SIZE).subset(pools(seed).indices[name])
     return d.images, torch.as_tensor(d.labels)
 
 
@@ -135,7 +143,7 @@ def pool_images(name: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def _record(name: str, seed: int) -> dict:
     m = pools(seed)
     pool = "base" if name == BASE else name
-    rec = {"kind": "class-conditional DDPM", "dataset": f"{DATASET}@{SIZE}", "pool": pool,
+    rec = {"kind": "class-conditional DDPM", "dataset": f"{POOLS[pool][0]}@{SIZE}", "pool": pool,
            "pool_sha256": hashlib.sha256(m.indices[pool].tobytes()).hexdigest(),
            "train": (BASE_TRAIN if name == BASE else SOURCE_TRAIN).to_dict()}
     if name != BASE:

@@ -1,0 +1,229 @@
+"""The training-data attribution study: was a suspect model fine-tuned on a source model's generations?
+
+Zhang et al., 2024 (*Was your model secretly trained on data created by
+mine?*), on the setting of :mod:`provlib.study.suspects`.  For each source
+model and each suspect of the profile (``suspects_per_role`` models per ``rho``
+and role), one cached query (:func:`query`) gives
+
+- the suspect's distance to each of ``n_keys_max`` key samples of every
+  strategy (:data:`STRATEGIES`: generation-based and training-data-based keys,
+  ours; random selection, the baseline), in the keys' order of preference;
+- the watermark baseline's bit accuracy on ``n_keys_max`` of the suspect's own
+  generations (balanced classes, seeds disjoint from the keys').
+
+Calibration uses **shadow** models only: delta_0 (and the watermark's bit
+accuracy threshold tau) separate the per-key scores of shadow innocent models
+from those of shadow infringing models (all ``rho > 0`` pooled), and the
+statistical-level discriminator is fit on shadow models.  Every reported number
+is on **test** models.  A model's conf uses its first ``n`` keys (or ``n``
+generations): ``n_keys`` by default, 10 to ``n_keys_max`` in Figure 7.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..attribution import keys as K
+from ..attribution import watermark
+from ..io import cached, code_version
+from ..metrics import binary_report, best_threshold
+from ..models import model_fingerprint
+from ..probe import LinearProbe
+from . import suspects as S
+
+STRATEGIES = ("generation", "training", "random")   # ours, ours, baseline 2
+METHODS = (*STRATEGIES, "watermark")                # baseline 1 last
+LABELS = {"generation": "ours: generation-based keys", "training": "ours: training-data keys",
+          "random": "random selection", "watermark": "watermark", "ours": "ours: both strategies"}
+CANDIDATES_PER_KEY = 5   # key candidates examined per key kept (generation-based: source generations;
+                         # training-data keys: the first 5 n source training images)
+WATERMARK_ID0 = 100_000  # seeds of the watermark query's generations: disjoint from every key's
+
+
+# ----------------------------------------------------------------------------- models of the profile
+
+def suspects(params: dict, source: str, role: str) -> list[S.Suspect]:
+    """The profile's suspects of ``source`` in ``role``: ``suspects_per_role`` per ``rho``, innocents first."""
+    return [s for s in S.suspects_of(source, role) if s.index < params["suspects_per_role"]]
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(name: str, seed: int) -> str:
+    return model_fingerprint(S.load(name, seed)[0])
+
+
+# ----------------------------------------------------------------------------- key samples
+
+def _key_config(params: dict, source: str, strategy: str) -> dict:
+    return {"source": source, "source_model": _fingerprint(source, params["seed"]),
+            "base_model": _fingerprint(S.BASE, params["seed"]), "strategy": strategy, "n": params["n_keys_max"],
+            "candidates": CANDIDATES_PER_KEY * params["n_keys_max"], "seed": params["seed"],
+            "code": code_version(K)}
+
+
+def keyset(params: dict, source: str, strategy: str) -> K.KeySet:
+    """``n_keys_max`` key samples of ``source`` by ``strategy``, best first (cached)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    cfg = _key_config(params, source, strategy)
+    n, seed = cfg["n"], params["seed"]
+
+    def compute():
+        own_x, own_y = S.pool_images(source, seed)
+        ids = np.arange(len(own_x))
+        if strategy == "generation":
+            base, scheduler = S.load(S.BASE, seed)
+            ks = K.generation_keys(S.load(source, seed)[0], base, scheduler, n, candidates=cfg["candidates"],
+                                   num_classes=S.NUM_CLASSES, seed=seed)
+        elif strategy == "training":
+            base, scheduler = S.load(S.BASE, seed)
+            m = min(cfg["candidates"], len(own_x))
+            ks = K.training_keys(S.load(source, seed)[0], base, scheduler, own_x[:m], own_y[:m], ids[:m], n,
+                                 seed=seed)
+        else:
+            ks = K.random_keys(own_x, own_y, ids, n, seed=seed)
+        return {"images": ks.images.float(), "labels": ks.labels.long(), "ids": torch.as_tensor(ks.ids).long()}
+
+    t = cached("attribution-keys", cfg, compute, expect={"images": (n, 1, S.SIZE, S.SIZE), "labels": (n,),
+                                                          "ids": (n,)})
+    query = "seed" if strategy == "generation" else "reconstruct"
+    return K.KeySet(strategy, query, t["images"], t["labels"], t["ids"].numpy())
+
+
+# ----------------------------------------------------------------------------- queries
+
+def query(params: dict, source: str, suspect: str) -> dict[str, np.ndarray]:
+    """One suspect's answers to ``source``'s keys (cached): ``{strategy: (n_keys_max,) distances,
+    "watermark": (n_keys_max,) bit accuracies of its own generations}``."""
+    n, seed = params["n_keys_max"], params["seed"]
+    sets = {s: keyset(params, source, s) for s in STRATEGIES}
+    cfg = {"source": source, "suspect": suspect, "suspect_model": S._suspect_record(suspect, seed),
+           "keys": {s: _key_config(params, source, s) for s in STRATEGIES}, "n": n, "seed": seed,
+           "watermark_key": S.watermark_key(source), "code": code_version(K, watermark)}
+
+    def compute():
+        unet, scheduler = S.load(suspect, seed)
+        out = {s: torch.from_numpy(K.query(unet, scheduler, ks, seed=seed)) for s, ks in sets.items()}
+        labels = torch.arange(n) % S.NUM_CLASSES
+        gen = K.generate(unet, scheduler, labels, np.arange(WATERMARK_ID0, WATERMARK_ID0 + n), seed=seed,
+                         device="cpu")
+        out["watermark"] = torch.from_numpy(watermark.bit_accuracy(gen, S.watermark_key(source)))
+        return out
+
+    t = cached("attribution-query", cfg, compute, expect={m: (n,) for m in METHODS})
+    return {m: t[m].numpy() for m in METHODS}
+
+
+def answers(params: dict, source: str, *, progress: bool = True) -> pd.DataFrame:
+    """Every profile suspect's answers to ``source``: one row per (model, method) with the scores array.
+
+    Columns: ``model, source, rho, role, index, infringing, method, scores`` (distances for the key
+    strategies, lower = counts; bit accuracies for the watermark, higher = counts).
+    """
+    from ..progress import progress_bar
+
+    models = [s for role in S.ROLES for s in suspects(params, source, role)]
+    rows = []
+    for s in progress_bar(models, desc=f"querying suspects of {source}", enabled=progress):
+        for method, scores in query(params, source, s.name).items():
+            rows.append({"model": s.name, "source": source, "rho": s.rho, "role": s.role, "index": s.index,
+                         "infringing": s.rho > 0, "method": method, "scores": scores})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- instance level
+
+def counts_high(method: str) -> bool:
+    """Whether a higher score makes a key count (the watermark's bit accuracy) or a lower one (distances)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method == "watermark"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """delta_0 (distances) or tau (bit accuracy), chosen on shadow models with their first ``n`` keys."""
+
+    method: str
+    n: int
+    value: float
+
+    def conf(self, scores) -> float:
+        s = np.asarray(scores, dtype=float)[:self.n]
+        return watermark.conf(s, self.value) if counts_high(self.method) else K.conf(s, self.value)
+
+
+def _rows(table: pd.DataFrame, method: str, role: str) -> pd.DataFrame:
+    return table[(table.method == method) & (table.role == role)]
+
+
+def choose_threshold(table: pd.DataFrame, method: str, n: int) -> Threshold:
+    """delta_0 (or tau) from the shadow models of ``table`` only: the per-key score that best separates (balanced
+    accuracy) the keys of shadow infringing models from those of shadow innocent ones."""
+    shadow = _rows(table, method, "shadow")
+    if shadow.infringing.all() or not shadow.infringing.any():
+        raise ValueError(f"choosing a threshold for {method} needs innocent and infringing shadow models")
+    neg = [np.asarray(s)[:n] for s in shadow[~shadow.infringing].scores]
+    pos = [np.asarray(s)[:n] for s in shadow[shadow.infringing].scores]
+    if counts_high(method):
+        y = np.r_[np.ones(sum(map(len, pos)), int), np.zeros(sum(map(len, neg)), int)]
+        return Threshold(method, n, float(best_threshold(y, np.concatenate(pos + neg))))
+    return Threshold(method, n, K.choose_delta0(neg, pos))
+
+
+def confs(table: pd.DataFrame, n: int, role: str = "test") -> pd.DataFrame:
+    """conf of every ``role`` model by every method with its first ``n`` keys, thresholds from shadow models:
+    columns ``model, rho, role, infringing, method, n, threshold, conf``."""
+    out = []
+    for method in METHODS:
+        th = choose_threshold(table, method, n)
+        for r in _rows(table, method, role).itertuples():
+            out.append({"model": r.model, "source": r.source, "rho": r.rho, "role": role, "infringing": r.infringing,
+                        "method": method, "n": n, "threshold": th.value, "conf": th.conf(r.scores)})
+    return pd.DataFrame(out)
+
+
+def mean_conf_ci(values, *, n_boot: int, seed: int, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Mean of per-model confs with a percentile bootstrap interval over models."""
+    v = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    boots = rng.choice(v, size=(n_boot, len(v)), replace=True).mean(1)
+    lo, hi = np.percentile(boots, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(v.mean()), float(lo), float(hi)
+
+
+# ----------------------------------------------------------------------------- statistical level
+
+DISCRIMINATORS = {"ours": ("generation", "training"), "generation": ("generation",), "training": ("training",),
+                  "random": ("random",), "watermark": ("watermark",)}
+
+
+def features(table: pd.DataFrame, methods, n: int, role: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(X, y, models)``: per ``role`` model, its first ``n`` scores of each method side by side;
+    ``y`` = infringing."""
+    parts, y, models = [], None, None
+    for m in methods:
+        rows = _rows(table, m, role).sort_values("model")
+        parts.append(np.stack([np.asarray(s)[:n] for s in rows.scores]))
+        y, models = rows.infringing.to_numpy().astype(int), list(rows.model)
+    return np.concatenate(parts, axis=1), y, models
+
+
+def discriminate(table: pd.DataFrame, name: str, n: int, *, n_boot: int, seed: int) -> dict:
+    """The statistical-level discriminator ``name`` (:data:`DISCRIMINATORS`): a linear probe over the keys'
+    scores, fit on shadow models (its decision threshold too), reported on test models: balanced accuracy,
+    AUC and TPR at 10% FPR with bootstrap intervals over test models."""
+    Xs, ys, _ = features(table, DISCRIMINATORS[name], n, "shadow")
+    Xt, yt, _ = features(table, DISCRIMINATORS[name], n, "test")
+    cv = int(min(5, np.bincount(ys).min()))
+    if cv < 2:
+        raise ValueError("the discriminator needs at least 2 shadow models of each class (suspects_per_role >= 2)")
+    probe = LinearProbe(seed=seed, cv=cv).fit(Xs, ys)
+    threshold = best_threshold(ys, probe.decision_function(Xs))
+    rep = binary_report(yt, probe.decision_function(Xt), threshold=threshold, fprs=(0.1,), n_boot=n_boot, seed=seed)
+    return {"discriminator": name, "features": " + ".join(DISCRIMINATORS[name]), "n_keys": n,
+            "shadow models": len(ys), **rep}

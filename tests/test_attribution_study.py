@@ -1,0 +1,99 @@
+"""The attribution study's calibration and scoring on hand-built answer tables (no model needed)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from provlib.study import attribution as A
+from provlib.study.profiles import get_profile
+
+
+def _table(scores: dict) -> pd.DataFrame:
+    """scores: {(role, rho, index): {method: array}} -> an answers() table."""
+    rows = []
+    for (role, rho, i), by_method in scores.items():
+        for m, s in by_method.items():
+            rows.append({"model": f"{role}-{rho}-{i}", "source": "src", "rho": rho, "role": role, "index": i,
+                         "infringing": rho > 0, "method": m, "scores": np.asarray(s, float)})
+    return pd.DataFrame(rows)
+
+
+def _answers(inf_d, inn_d, inf_wm, inn_wm, roles=("shadow", "test"), per=3):
+    out = {}
+    for role in roles:
+        for i in range(per):
+            out[(role, 0.0, i)] = {m: inn_d for m in A.STRATEGIES} | {"watermark": inn_wm}
+            out[(role, 0.5, i)] = {m: inf_d for m in A.STRATEGIES} | {"watermark": inf_wm}
+    return _table(out)
+
+
+def test_conf_counts_keys_at_most_delta0_and_watermark_generations_at_least_tau():
+    t = _answers([0.1, 0.1, 0.3, 0.1], [0.4, 0.5, 0.4, 0.1], [1.0, 0.9, 0.5, 1.0], [0.5, 0.4, 0.6, 0.8])
+    c = A.confs(t, 4)
+    ours = c[(c.method == "generation")].set_index("infringing").conf
+    wm = c[(c.method == "watermark")].set_index("infringing").conf
+    # delta_0 = 0.3 (balanced accuracy (4/4 + 3/4) / 2 beats 0.1's (3/4 + 3/4) / 2): every infringing key counts,
+    # one innocent key of four; tau = 0.9 ((3/4 + 4/4) / 2): three of four infringing generations, no innocent one
+    assert set(ours[True]) == {1.0} and set(ours[False]) == {0.25}
+    assert set(wm[True]) == {0.75} and set(wm[False]) == {0.0}
+    (d0,), (tau,) = set(c[c.method == "generation"].threshold), set(c[c.method == "watermark"].threshold)
+    assert 0.3 <= d0 < 0.4 and 0.8 < tau <= 0.9
+    assert set(c.role) == {"test"}
+
+
+def test_thresholds_come_from_shadow_models_only():
+    t = _answers([0.1, 0.2], [0.4, 0.5], [1.0, 1.0], [0.5, 0.5])
+    before = A.choose_threshold(t, "training", 2).value
+    moved = t.copy()
+    test = moved.role == "test"
+    moved.loc[test, "scores"] = pd.Series([np.array([9.0, 9.0])] * int(test.sum()), index=moved.index[test])
+    assert A.choose_threshold(moved, "training", 2).value == before
+    assert 0.2 <= before < 0.4
+    with pytest.raises(ValueError, match="innocent and infringing shadow"):
+        A.choose_threshold(t[t.rho > 0], "training", 2)
+
+
+def test_first_n_keys_only():
+    th = A.Threshold("generation", 2, 0.15)
+    assert th.conf([0.1, 0.2, 0.0, 0.0]) == 0.5          # the last two keys are ignored
+    assert A.Threshold("watermark", 3, 0.8).conf([0.9, 0.7, 0.8, 0.1]) == pytest.approx(2 / 3)
+
+
+def test_discriminator_fit_on_shadow_and_reported_on_test():
+    rng = np.random.default_rng(0)
+    rows = {}
+    for role in ("shadow", "test"):
+        for i in range(6):
+            rows[(role, 0.0, i)] = {m: 0.3 + 0.02 * rng.standard_normal(5) for m in A.STRATEGIES} | \
+                                   {"watermark": 0.5 + 0.05 * rng.standard_normal(5)}
+            rows[(role, 1.0, i)] = {m: 0.1 + 0.02 * rng.standard_normal(5) for m in A.STRATEGIES} | \
+                                   {"watermark": 0.9 + 0.05 * rng.standard_normal(5)}
+    t = _table(rows)
+    r = A.discriminate(t, "ours", 5, n_boot=50, seed=0)
+    assert (r["n_pos"], r["n_neg"], r["shadow models"]) == (6, 6, 12)
+    assert r["auc"] == 1.0 and r["asr"] == 1.0 and r["tpr@10%fpr"] == 1.0
+    X, y, models = A.features(t, A.DISCRIMINATORS["ours"], 5, "test")
+    assert X.shape == (12, 10) and y.sum() == 6 and all(m.startswith("test") for m in models)
+    few = t[~((t.role == "shadow") & (t.rho == 0) & (t["index"] > 0))]
+    with pytest.raises(ValueError, match="at least 2 shadow models"):
+        A.discriminate(few, "ours", 5, n_boot=10, seed=0)
+
+
+def test_mean_conf_interval_brackets_the_mean():
+    m, lo, hi = A.mean_conf_ci([0.2, 0.4, 0.6, 0.8], n_boot=500, seed=0)
+    assert m == 0.5 and lo < m < hi
+    assert A.mean_conf_ci([0.7, 0.7], n_boot=50, seed=0) == (0.7, 0.7, 0.7)
+
+
+def test_attribution_parameters_are_checked():
+    with pytest.raises(ValueError, match="cannot exceed n_keys_max"):
+        get_profile("tiny", n_keys=31)
+    with pytest.raises(ValueError, match="attribution_sources"):
+        get_profile("tiny", attribution_sources=["fmc-src-z"])
+    with pytest.raises(ValueError, match="suspects_per_role"):
+        get_profile("tiny", suspects_per_role=1)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        A.keyset(get_profile("tiny"), "fmc-src-a", "best")
+    with pytest.raises(ValueError, match="method must be one of"):
+        A.counts_high("loss")
