@@ -100,14 +100,13 @@ def query(params: dict, source: str, suspect: str) -> dict[str, np.ndarray]:
     """One suspect's answers to ``source``'s keys (cached): ``{strategy: (n_keys_max,) distances,
     "watermark": (n_keys_max,) bit accuracies of its own generations}``."""
     n, seed = params["n_keys_max"], params["seed"]
-    sets = {s: keyset(params, source, s) for s in STRATEGIES}
     cfg = {"source": source, "suspect": suspect, "suspect_model": S._suspect_record(suspect, seed),
            "keys": {s: _key_config(params, source, s) for s in STRATEGIES}, "n": n, "seed": seed,
            "watermark_key": S.watermark_key(source), "code": code_version(K, watermark)}
 
-    def compute():
+    def compute():   # the key sets are read only when the answers are not cached yet
         unet, scheduler = S.load(suspect, seed)
-        out = {s: torch.from_numpy(K.query(unet, scheduler, ks, seed=seed)) for s, ks in sets.items()}
+        out = {s: torch.from_numpy(K.query(unet, scheduler, keyset(params, source, s), seed=seed)) for s in STRATEGIES}
         labels = torch.arange(n) % S.NUM_CLASSES
         gen = K.generate(unet, scheduler, labels, np.arange(WATERMARK_ID0, WATERMARK_ID0 + n), seed=seed,
                          device="cpu")
