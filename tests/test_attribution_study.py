@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from provlib.attribution import keys as K
 from provlib.study import attribution as A
 from provlib.study.profiles import get_profile
 
@@ -29,17 +30,29 @@ def _answers(inf_d, inn_d, inf_wm, inn_wm, roles=("shadow", "test"), per=3):
 
 
 def test_conf_counts_keys_at_most_delta0_and_watermark_generations_at_least_tau():
-    t = _answers([0.1, 0.1, 0.3, 0.1], [0.4, 0.5, 0.4, 0.1], [1.0, 0.9, 0.5, 1.0], [0.5, 0.4, 0.6, 0.8])
+    t = _answers([0.1, 0.2, 0.3, 0.1], [0.4, 0.5, 0.25, 0.6], [1.0, 0.9, 0.5, 1.0], [0.5, 0.4, 0.6, 0.8])
     c = A.confs(t, 4)
     ours = c[(c.method == "generation")].set_index("infringing").conf
     wm = c[(c.method == "watermark")].set_index("infringing").conf
-    # delta_0 = 0.3 (balanced accuracy (4/4 + 3/4) / 2 beats 0.1's (3/4 + 3/4) / 2): every infringing key counts,
-    # one innocent key of four; tau = 0.9 ((3/4 + 4/4) / 2): three of four infringing generations, no innocent one
-    assert set(ours[True]) == {1.0} and set(ours[False]) == {0.25}
+    # 12 shadow innocent keys at a 5% rate: none may count.  delta_0 = 0.2 (0.25 is an innocent key): three of
+    # four infringing keys count; tau = 0.9 (0.8 is an innocent generation's): three of four generations
+    assert set(ours[True]) == {0.75} and set(ours[False]) == {0.0}
     assert set(wm[True]) == {0.75} and set(wm[False]) == {0.0}
     (d0,), (tau,) = set(c[c.method == "generation"].threshold), set(c[c.method == "watermark"].threshold)
-    assert 0.3 <= d0 < 0.4 and 0.8 < tau <= 0.9
+    assert d0 == 0.2 and tau == 0.9
     assert set(c.role) == {"test"}
+
+
+def test_overlapping_histograms_keep_innocent_conf_at_the_rate():
+    """Where nothing separates, delta_0 does not drift to where every key counts (the balanced-accuracy
+    optimum can): the shadow innocent models' conf stays at most INNOCENT_KEY_RATE."""
+    rng = np.random.default_rng(1)
+    rows = {(role, rho, i): {m: rng.uniform(0.1, 0.5, 40) for m in A.STRATEGIES} | {"watermark": rng.uniform(0, 1, 40)}
+            for role in ("shadow", "test") for rho in (0.0, 1.0) for i in range(5)}
+    t = _table(rows)
+    c = A.confs(t, 40, role="shadow")
+    assert (c[~c.infringing].groupby("method").conf.mean() <= K.INNOCENT_KEY_RATE).all()
+    assert (c.conf < 0.5).all()
 
 
 def test_thresholds_come_from_shadow_models_only():

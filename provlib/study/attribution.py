@@ -12,9 +12,11 @@ and role), one cached query (:func:`query`) gives
   generations (balanced classes, seeds disjoint from the keys').
 
 Calibration uses **shadow** models only: delta_0 (and the watermark's bit
-accuracy threshold tau) separate the per-key scores of shadow innocent models
-from those of shadow infringing models (all ``rho > 0`` pooled), and the
-statistical-level discriminator is fit on shadow models.  Every reported number
+accuracy threshold tau) is the threshold at which at most
+:data:`~provlib.attribution.keys.INNOCENT_KEY_RATE` of the shadow innocent
+models' keys count, with the best share of shadow infringing models' keys (all
+``rho > 0`` pooled), and the statistical-level discriminator is fit on shadow
+models.  Every reported number
 is on **test** models.  A model's conf uses its first ``n`` keys (or ``n``
 generations): ``n_keys`` by default, 10 to ``n_keys_max`` in Figure 7.
 """
@@ -30,7 +32,7 @@ import torch
 from ..attribution import keys as K
 from ..attribution import watermark
 from ..io import cached, code_version
-from ..metrics import binary_report, best_threshold
+from ..metrics import binary_report, best_threshold, threshold_at_fpr
 from ..models import model_fingerprint
 from ..probe import LinearProbe
 from . import suspects as S
@@ -161,8 +163,8 @@ def _rows(table: pd.DataFrame, method: str, role: str) -> pd.DataFrame:
 
 
 def choose_threshold(table: pd.DataFrame, method: str, n: int) -> Threshold:
-    """delta_0 (or tau) from the shadow models of ``table`` only: the per-key score that best separates (balanced
-    accuracy) the keys of shadow infringing models from those of shadow innocent ones."""
+    """delta_0 (or tau) from the shadow models of ``table`` only: the per-key threshold at which at most
+    ``INNOCENT_KEY_RATE`` of the shadow innocent models' keys count (:func:`~provlib.attribution.keys.choose_delta0`)."""
     shadow = _rows(table, method, "shadow")
     if shadow.infringing.all() or not shadow.infringing.any():
         raise ValueError(f"choosing a threshold for {method} needs innocent and infringing shadow models")
@@ -170,7 +172,7 @@ def choose_threshold(table: pd.DataFrame, method: str, n: int) -> Threshold:
     pos = [np.asarray(s)[:n] for s in shadow[shadow.infringing].scores]
     if counts_high(method):
         y = np.r_[np.ones(sum(map(len, pos)), int), np.zeros(sum(map(len, neg)), int)]
-        return Threshold(method, n, float(best_threshold(y, np.concatenate(pos + neg))))
+        return Threshold(method, n, float(threshold_at_fpr(y, np.concatenate(pos + neg), K.INNOCENT_KEY_RATE)))
     return Threshold(method, n, K.choose_delta0(neg, pos))
 
 
