@@ -32,7 +32,7 @@ from .loss import loss_score
 from .pia import pia_distance, pia_score
 from .secmi import secmi_nn, secmi_score, secmi_t_error
 from .sedid import sedid_nn, sedid_score, sedid_t_error
-from .sima import sima_norm, sima_score
+from .sima import sima_norm, sima_norms, sima_score
 
 ATTACKS = {
     "loss": "Loss (Matsumoto et al.): -L_t at one t",
@@ -76,4 +76,4 @@ def passes(method: str, timesteps: Sequence[int] = (), *, k: int = 10, features:
 
 __all__ = ["ATTACKS", "passes", "loss_score", "pia_score", "pia_distance", "secmi_t_error", "secmi_score",
            "secmi_nn", "sedid_t_error", "sedid_score", "sedid_nn", "gsa_features", "gsa_classifier", "gsa_scores",
-           "sima_score", "sima_norm", "blind_scores"]
+           "sima_score", "sima_norm", "sima_norms", "blind_scores"]

@@ -74,7 +74,8 @@ def measure(params: dict, method: str, split: str, *, target: str | None = None,
     """Raw measurements of ``method`` on one split: ``{"values": (N, ...), ..., "seconds_per_image": s}``.
 
     ``values`` is (N, T) over :data:`BASELINE_TIMESTEPS` for pia, pian, sima and
-    secmi (lower = member; secmi adds ``residuals`` (N, T, C, H, W)), (N, layers)
+    secmi (lower = member; sima adds ``l2``, the squared l2 norm of the same
+    prediction; secmi adds ``residuals`` (N, T, C, H, W)), (N, layers)
     for gsa1 / gsa2 (at :func:`gsa_timesteps`; gsa2 from the features' own
     backward), and the trajectory features ``loss``, ``grad_x``, ``grad_theta``
     (N, grid) for ``trajectory``.
@@ -92,8 +93,10 @@ def measure(params: dict, method: str, split: str, *, target: str | None = None,
         shapes, code = {"values": (len(ts),)}, code_version(pia)
     elif method == "sima":
         ts = BASELINE_TIMESTEPS["sima"]
-        compute = lambda model, part, cb: {"values": sima.sima_norm(*model, part.images, list(ts))}
-        shapes, code = {"values": (len(ts),)}, code_version(sima)
+        def compute(model, part, cb):   # l4 (SimA's score) and l2 from the same forward passes
+            norms = sima.sima_norms(*model, part.images, list(ts), powers=(4, 2))
+            return {"values": norms[4], "l2": norms[2]}
+        shapes, code = {"values": (len(ts),), "l2": (len(ts),)}, code_version(sima)
     elif method == "secmi":
         ts = BASELINE_TIMESTEPS["secmi"]
 

@@ -1,0 +1,119 @@
+"""The strongest membership detector a budget of UNet passes per image allows: the combined probe.
+
+Every feature family of :mod:`provlib.study.signals` (the trajectory's L,
+grad_x, grad_theta; SimA's clean-image prediction norms; PIA's eps consistency;
+SecMI's t-error), one probe.  For each budget of :data:`BUDGETS` passes per
+image (forward + backward), the columns are chosen on the training rows only
+(:func:`provlib.selection.greedy_select`), then two classifiers are fitted on
+the training rows at the same columns and evaluated like every method of the
+membership study (:func:`provlib.study.membership.fitted`: thresholds from
+out-of-fold training scores, metrics on evaluation rows with intervals):
+
+- the linear probe (:class:`provlib.probe.LinearProbe`), and
+- histogram gradient boosting (GSA's classifier, :func:`provlib.attacks.gsa.gsa_classifier`),
+  to see whether linearity costs anything.
+
+``"full"`` is every column of every family, without selection.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import metrics, probe, selection
+from ..attacks import gsa
+from ..io import artifact_dir, code_version, load_state, save_state
+from . import artifacts
+from . import membership as M
+from . import signals as G
+
+BUDGETS = (1, 2, 5, 10, 25, 50, 100)   # UNet passes per image (forward + backward)
+FULL = "full"
+LINEAR, TREES = "Combined probe", "Combined boosted trees"
+
+
+@dataclass
+class Budgeted:
+    """One budget: the columns chosen on training rows, and both classifiers' results at them."""
+
+    budget: int | str
+    columns: list[tuple[str, int]]
+    linear: M.Result
+    trees: M.Result
+    criterion: tuple[float, float] = (float("nan"), float("nan"))   # training rows' cross-validated (TPR@1%, AUC)
+
+
+def describe(cols) -> str:
+    """``loss@0,50; sima_l4@20`` (timesteps per family, in the families' order)."""
+    by = {}
+    for f, t in cols:
+        by.setdefault(f, []).append(int(t))
+    return "; ".join(f"{f}@" + ",".join(map(str, sorted(by[f]))) for f in G.FAMILIES if f in by)
+
+
+def name(kind: str, budget) -> str:
+    return f"{kind} (all families)" if budget == FULL else f"{kind} (<= {budget} passes)"
+
+
+def evaluate(params: dict, setting: str, *, target: str | None = None, progress: bool = True) -> list[Budgeted]:
+    """The combined probe at every budget and on every column, on one setting of one target."""
+    r = M.rows(params, setting, target)
+    splits = ("member", setting)
+    cols = G.columns(params)
+    X = {s: G.matrix(G.measurements(params, s, target=target, progress=progress), cols, params) for s in splits}
+    X_tr, y_tr = r.stack(X, "train"), r.labels("train")
+    per_pass = M.per_pass_seconds(params, setting, target)
+    seed = params["seed"]
+    cost = lambda idx: G.total_passes([cols[i] for i in idx])  # noqa: E731
+    memo, done, out = {}, {}, []
+    for budget in (*BUDGETS, FULL):
+        if budget == FULL:
+            idx, crit = tuple(range(len(cols))), (float("nan"), float("nan"))
+        else:
+            sel = selection.greedy_select(X_tr, y_tr, cost, budget, seed=seed, max_fpr=M.OPERATING_FPR, memo=memo)
+            idx, crit = sel.columns, sel.criterion
+        chosen = [cols[i] for i in idx]
+        if not chosen:
+            continue
+        key = tuple(sorted(idx))
+        if key not in done:
+            Xs = {s: X[s][:, list(key)] for s in splits}
+            passes, secs = G.passes_of(chosen), G.seconds_of(chosen, per_pass)
+            lin = M.fitted(params, r, "", Xs, M.probe_fit_score(seed), passes, secs)
+            trees = M.fitted(params, r, "", Xs, lambda a, b, c: gsa.gsa_scores(a, b, c, seed=seed), passes, secs)
+            done[key] = (lin, trees)
+        lin, trees = (M.Result(**{**vars(res), "method": name(kind, budget)})
+                      for res, kind in zip(done[key], (LINEAR, TREES)))
+        out.append(Budgeted(budget, chosen, lin, trees, crit))
+    return out
+
+
+def evaluation(params: dict, setting: str, *, target: str | None = None, progress: bool = True) -> list[Budgeted]:
+    """:func:`evaluate`, cached (pickle-free) under the target's weights, the parameters and the code's version."""
+    from .. import attacks, classifiers
+    from ..kernels import ddim, persample, trajectory
+    t = artifacts.resolve(target or params["targets"][0], params["seed"], progress=progress)
+    key = {"model": t.fingerprint, "target": t.name, "setting": setting,
+           "params": {k: params[k] for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride")},
+           "code": code_version(sys.modules[__name__], G, M, selection, probe, metrics, gsa, attacks.sima,
+                                attacks.pia, attacks.secmi, classifiers, ddim, trajectory, persample, artifacts)}
+    path = artifact_dir("combined-evaluation", key) / "result.safetensors"
+    if not path.exists():
+        rows = evaluate(params, setting, target=target, progress=progress)
+        save_state(path, [{"budget": b.budget, "columns": [[f, int(t)] for f, t in b.columns],
+                           "criterion": list(b.criterion), "linear": M._fields(b.linear),
+                           "trees": M._fields(b.trees)} for b in rows])
+    return [Budgeted(d["budget"], [(f, int(t)) for f, t in d["columns"]], M._result(d["linear"]),
+                     M._result(d["trees"]), tuple(d["criterion"])) for d in load_state(path)]
+
+
+def smallest_budget_within(rows: list[Budgeted]) -> Budgeted:
+    """The smallest budget whose linear probe's TPR@1% lies within the best budget's 95% interval."""
+    best = max(rows, key=lambda b: b.linear.report["tpr@1%fpr"])
+    lo = best.linear.report["tpr@1%fpr_lo"]
+    return next(b for b in rows if b.linear.report["tpr@1%fpr"] >= lo)
+
+
+__all__ = ["BUDGETS", "FULL", "Budgeted", "evaluate", "evaluation", "describe", "smallest_budget_within"]

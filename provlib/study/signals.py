@@ -1,0 +1,108 @@
+"""Every per-timestep signal the model gives, as feature columns with their cost in UNet passes.
+
+A **family** is one per-image statistic over a grid of timesteps, read from a
+measurement the study already makes and caches (:func:`provlib.study.membership.measure`,
+computed by the existing kernels):
+
+| family       | statistic at t                                   | measurement / kernel                 | t grid              |
+|--------------|--------------------------------------------------|--------------------------------------|---------------------|
+| loss         | L_t = ||eps_theta(x_t, t) - eps||^2 (seeded eps) | trajectory (kernels.trajectory)      | the trajectory grid |
+| grad_x       | ||d L_t / d x0||^2                               | trajectory                           | the trajectory grid |
+| grad_theta   | ||d L_t / d theta||^2                            | trajectory                           | the trajectory grid |
+| sima_l2      | ||eps_theta(x0, t)||_2^2 at the clean image      | sima (attacks.sima_norms)            | SimA's t            |
+| sima_l4      | ||eps_theta(x0, t)||_4^4 (SimA's score)          | sima                                 | SimA's t            |
+| pia          | ||eps0 - eps_theta(x_t, t)||_4^4, x_t from eps0  | pia (attacks.pia_distance)           | PIA's t             |
+| secmi        | SecMI's t-error of a DDIM round trip at t_sec    | secmi (kernels.ddim.t_errors)        | SecMI's t_sec       |
+
+A **column** is ``(family, t)``; its values enter a probe on a log scale.  The
+cost of a set of columns (:func:`passes_of`) counts each UNet pass once: the
+loss and both gradient norms at one t share one forward (and the gradients one
+backward), SimA's two norms at one t share one forward, PIA's eps0 is the
+clean-image prediction at t = 0 (shared with SimA at t = 0), and SecMI's
+t_sec values share one DDIM inversion (:func:`provlib.kernels.ddim.t_error_calls`).
+For each peer's own columns it equals :func:`provlib.attacks.passes`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..kernels.ddim import t_error_calls
+from ..probe import log_features
+from . import membership as M
+from .artifacts import timestep_grid
+
+FAMILIES = ("loss", "grad_x", "grad_theta", "sima_l2", "sima_l4", "pia", "secmi")
+# family -> (measurement, entry of it)
+SOURCES = {"loss": ("trajectory", "loss"), "grad_x": ("trajectory", "grad_x"),
+           "grad_theta": ("trajectory", "grad_theta"), "sima_l2": ("sima", "l2"), "sima_l4": ("sima", "values"),
+           "pia": ("pia", "values"), "secmi": ("secmi", "values")}
+BACKWARD = ("grad_x", "grad_theta")
+
+
+def _check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown feature family {family!r}; choose from {FAMILIES}")
+    return family
+
+
+def family_timesteps(params: dict, family: str) -> list[int]:
+    """The timesteps a family is measured at (for SecMI: its t_sec values)."""
+    measurement = SOURCES[_check_family(family)][0]
+    if measurement == "trajectory":
+        return [int(t) for t in timestep_grid(params)]
+    return [int(t) for t in M.BASELINE_TIMESTEPS[measurement]]
+
+
+def columns(params: dict, families: Sequence[str] = FAMILIES) -> list[tuple[str, int]]:
+    """Every ``(family, t)`` column of ``families``, family-major."""
+    return [(f, t) for f in families for t in family_timesteps(params, f)]
+
+
+def passes_of(cols: Sequence[tuple[str, int]], *, k: int = M.SECMI_K) -> dict:
+    """UNet passes per image of computing the columns ``cols`` together: ``{"forward", "backward"}``,
+    each pass counted once however many columns read it."""
+    forward, backward, secmi = set(), set(), set()
+    for family, t in cols:
+        _check_family(family)
+        t = int(t)
+        if family in ("loss", *BACKWARD):
+            forward.add(("noised", t))
+            if family in BACKWARD:
+                backward.add(t)
+        elif family in ("sima_l2", "sima_l4"):
+            forward.add(("clean", t))
+        elif family == "pia":
+            forward |= {("clean", 0), ("pia", t)}
+        else:
+            secmi.add(t - k)
+    calls = t_error_calls(sorted(secmi), k) if secmi else 0
+    return {"forward": len(forward) + calls, "backward": len(backward)}
+
+
+def total_passes(cols: Sequence[tuple[str, int]]) -> int:
+    """Forward plus backward passes per image of ``cols`` (the budget's unit)."""
+    p = passes_of(cols)
+    return p["forward"] + p["backward"]
+
+
+def measurements(params: dict, split: str, *, target: str | None = None, families: Sequence[str] = FAMILIES,
+                 progress: bool = True) -> dict:
+    """``{family: (N, T) raw values}`` of one split (the cached measurements)."""
+    needed = dict.fromkeys(SOURCES[_check_family(f)][0] for f in families)
+    raw = {m: M.measure(params, m, split, target=target, progress=progress) for m in needed}
+    return {f: np.asarray(raw[SOURCES[f][0]][SOURCES[f][1]], dtype=np.float64) for f in families}
+
+
+def matrix(values: dict, cols: Sequence[tuple[str, int]], params: dict) -> np.ndarray:
+    """The log-feature matrix (N, len(cols)) of ``cols`` from :func:`measurements`' values."""
+    index = {f: {t: j for j, t in enumerate(family_timesteps(params, f))} for f in dict.fromkeys(f for f, _ in cols)}
+    return log_features(np.stack([values[f][:, index[f][int(t)]] for f, t in cols], axis=1))
+
+
+def seconds_of(cols: Sequence[tuple[str, int]], per_pass: dict) -> float:
+    """Seconds per image of ``cols`` from measured per-pass seconds (:func:`provlib.study.membership.per_pass_seconds`:
+    one forward, and one forward + backward row): a backward comes with its forward."""
+    p = passes_of(cols)
+    return float((p["forward"] - p["backward"]) * per_pass["forward"] + p["backward"] * per_pass["forward+backward"])

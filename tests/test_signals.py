@@ -1,0 +1,115 @@
+"""The combined probe's feature families and its budgets: each family's kernel against a per-image float64
+loop (the trajectory families: tests/test_trajectory.py; SecMI's t-error: tests/test_ddim.py), pass counting,
+and budgets that are never exceeded."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from provlib import attacks
+from provlib.models import TrainConfig, make_scheduler
+from provlib.models.ddpm import UNetConfig, build_unet
+from provlib.selection import cv_criterion, greedy_select
+from provlib.study import signals as G
+from provlib.study.profiles import get_profile
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    unet = build_unet(UNetConfig(sample_size=8, block_out_channels=(8, 16), norm_num_groups=4)).eval()
+    with torch.no_grad():   # away from the zero-initialised output layer
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return unet, make_scheduler(TrainConfig())
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+
+
+def _eps64(unet64, x, t):
+    return unet64(x[None].double(), torch.tensor([t])).sample[0]
+
+
+def test_clean_image_and_pia_families_match_a_float64_loop(model, images):
+    unet, sched = model
+    u64 = copy.deepcopy(unet).double()
+    ts = [0, 20, 150]
+    norms = attacks.sima_norms(unet, sched, images, ts, powers=(2, 4), batch_size=2, device="cpu")
+    pia = attacks.pia_distance(unet, sched, images, ts[1:], batch_size=3, device="cpu")
+    abar = sched.alphas_cumprod.double()
+    with torch.no_grad():
+        for i, x in enumerate(images):
+            eps0 = _eps64(u64, x, 0)
+            for j, t in enumerate(ts):
+                e = _eps64(u64, x, t)
+                assert float(norms[2][i, j]) == pytest.approx(float(e.pow(2).sum()), rel=1e-4)
+                assert float(norms[4][i, j]) == pytest.approx(float(e.pow(4).sum()), rel=1e-4)
+            for j, t in enumerate(ts[1:]):
+                xt = abar[t].sqrt() * x.double() + (1 - abar[t]).sqrt() * eps0
+                ref = float((eps0 - _eps64(u64, xt, t)).pow(4).sum())
+                assert float(pia[i, j]) == pytest.approx(ref, rel=1e-3)
+    torch.testing.assert_close(attacks.sima_norm(unet, sched, images, ts, device="cpu"), norms[4])
+
+
+def test_the_families_read_the_measurements_the_study_caches():
+    p = get_profile("tiny")
+    cols = G.columns(p)
+    assert len(cols) == len(set(cols)) and {f for f, _ in cols} == set(G.FAMILIES)
+    values = {f: np.arange(1, 1 + 3 * len(G.family_timesteps(p, f)), dtype=float).reshape(3, -1) for f in G.FAMILIES}
+    pick = [("secmi", 100), ("loss", 200), ("sima_l2", 0)]
+    X = G.matrix(values, pick, p)
+    expect = [values["secmi"][:, G.family_timesteps(p, "secmi").index(100)],
+              values["loss"][:, G.family_timesteps(p, "loss").index(200)], values["sima_l2"][:, 0]]
+    np.testing.assert_allclose(X, np.log(np.stack(expect, 1)))
+    with pytest.raises(ValueError, match="unknown feature family"):
+        G.passes_of([("lossy", 0)])
+
+
+def test_passes_count_shared_passes_once_and_equal_each_peers_cost():
+    p = get_profile("cpu")
+    for family, attack in (("sima_l4", "sima"), ("pia", "pia"), ("secmi", "secmi_stat")):
+        cols = G.columns(p, [family])
+        assert G.passes_of(cols) == attacks.passes(attack, [t for _, t in cols], k=10)
+    grid = [t for _, t in G.columns(p, ["loss"])]
+    assert G.passes_of(G.columns(p, ["loss", "grad_x", "grad_theta"])) == \
+        attacks.passes("trajectory", grid, features=("loss", "grad_x", "grad_theta"))
+    assert G.total_passes([("loss", 100), ("grad_x", 100), ("grad_theta", 100)]) == 2   # one forward, one backward
+    assert G.total_passes([("sima_l2", 20), ("sima_l4", 20)]) == 1
+    assert G.total_passes([("sima_l4", 0), ("pia", 200)]) == 2       # eps_theta(x0, 0) is PIA's eps0
+    assert G.total_passes([("secmi", 50), ("secmi", 100)]) == 9 + 2 * 2   # one inversion to 90, two round trips
+
+
+def test_a_budget_is_never_exceeded():
+    p = get_profile("cpu")
+    cols = G.columns(p)
+    cost = lambda idx: G.total_passes([cols[i] for i in idx])   # noqa: E731
+    for budget in (1, 2, 3, 5, 10, 25):
+        rng = np.random.default_rng(budget)
+        y = np.r_[np.ones(40, int), np.zeros(40, int)]
+        X = rng.standard_normal((80, len(cols))) + 0.3 * y[:, None] * rng.random(len(cols))
+        sel = greedy_select(X, y, cost, budget, candidates=range(0, len(cols), 3), max_columns=4)
+        assert sel.columns and sel.cost == cost(sel.columns) <= budget
+        assert [c for c, *_ in sel.path] == list(sel.columns)
+        assert all(step[1] <= budget for step in sel.path)
+
+
+def test_greedy_selection_finds_the_informative_column_and_uses_training_rows_only():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(100, int), np.zeros(100, int)]
+    X = rng.standard_normal((200, 6))
+    X[:, 4] += 3 * y
+    costs = [1, 1, 1, 1, 2, 1]
+    sel = greedy_select(X, y, lambda idx: sum(costs[i] for i in idx), 2)
+    assert sel.columns[0] == 4 and sel.cost <= 2
+    assert greedy_select(X, y, lambda idx: sum(costs[i] for i in idx), 1).columns[:1] != (4,)   # too dear
+    tpr, auc = cv_criterion(X[:, [4]], y)
+    assert auc > 0.95 and tpr > 0.3
+    assert greedy_select(X, y, lambda idx: 5 * len(idx), 4).columns == ()   # no column fits
+    with pytest.raises(ValueError, match="non-finite"):
+        greedy_select(np.full((4, 2), np.nan), [0, 1, 0, 1], len, 3)
