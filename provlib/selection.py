@@ -13,7 +13,7 @@ criterion, or ``max_columns`` are chosen.  The criterion is computed on the
 training rows only: out-of-fold scores of a shrinkage linear discriminant
 (closed form, so that hundreds of candidate sets cost seconds; the same kind of
 linear rule as the final probe), pooled over stratified folds, compared as
-(TPR at ``max_fpr``, AUC) lexicographically; a gain in AUC alone must exceed
+(TPR at ``max_fpr``, AUC) lexicographically (macro, one-vs-rest, for more than two classes); a gain in AUC alone must exceed
 ``min_gain``.  The caller then fits its own probe on the chosen columns.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .metrics import auc, tpr_at_fpr
+from .metrics import auc, macro_auc, macro_tpr_at_fpr, tpr_at_fpr
 
 __all__ = ["Selection", "cv_criterion", "greedy_select"]
 
@@ -53,19 +53,24 @@ def _folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.nd
 
 def cv_criterion(X: ArrayLike, y: ArrayLike, *, seed: int = 0, folds: int = 5, max_fpr: float = 0.01,
                  splits=None) -> tuple[float, float]:
-    """(TPR at ``max_fpr``, AUC) of out-of-fold linear-discriminant scores of the columns of ``X``."""
+    """(TPR at ``max_fpr``, AUC) of out-of-fold linear-discriminant scores of the columns of ``X``; with
+    more than two classes (labels 0..k-1), the macro (one-vs-rest) TPR and AUC of its class probabilities."""
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y).astype(int)
-    oof = np.empty(len(y))
+    k = int(y.max()) + 1
+    oof = np.empty(len(y)) if k == 2 else np.empty((len(y), k))
     for a, b in splits if splits is not None else _folds(y, folds, seed):
         model = make_pipeline(StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
-        oof[b] = model.fit(X[a], y[a]).decision_function(X[b])
-    return tpr_at_fpr(y, oof, max_fpr), auc(y, oof)
+        model.fit(X[a], y[a])
+        oof[b] = model.decision_function(X[b]) if k == 2 else model.predict_proba(X[b])
+    if k == 2:
+        return tpr_at_fpr(y, oof, max_fpr), auc(y, oof)
+    return macro_tpr_at_fpr(y, oof, max_fpr), macro_auc(y, oof)
 
 
 def greedy_select(X: ArrayLike, y: ArrayLike, cost: Callable[[Sequence[int]], float], budget: float, *,
                   candidates: Sequence[int] | None = None, seed: int = 0, folds: int = 5, max_fpr: float = 0.01,
                   max_columns: int = 24, min_gain: float = 1e-3, memo: dict | None = None) -> Selection:
-    """The columns of ``X`` (training rows, label 1 = positive) chosen greedily within ``budget``.
+    """The columns of ``X`` (training rows; labels 0/1, 1 = positive, or 0..k-1) chosen greedily within ``budget``.
 
     ``cost(columns)`` gives the passes per image of a set of column indices.
     ``memo`` (a dict) may be shared between calls on the same ``X``, ``y`` and

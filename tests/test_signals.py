@@ -10,21 +10,9 @@ import pytest
 import torch
 
 from provlib import attacks
-from provlib.models import TrainConfig, make_scheduler
-from provlib.models.ddpm import UNetConfig, build_unet
 from provlib.selection import cv_criterion, greedy_select
 from provlib.study import signals as G
 from provlib.study.profiles import get_profile
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    unet = build_unet(UNetConfig(sample_size=8, block_out_channels=(8, 16), norm_num_groups=4)).eval()
-    with torch.no_grad():   # away from the zero-initialised output layer
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return unet, make_scheduler(TrainConfig())
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +101,13 @@ def test_greedy_selection_finds_the_informative_column_and_uses_training_rows_on
     assert greedy_select(X, y, lambda idx: 5 * len(idx), 4).columns == ()   # no column fits
     with pytest.raises(ValueError, match="non-finite"):
         greedy_select(np.full((4, 2), np.nan), [0, 1, 0, 1], len, 3)
+
+
+def test_the_criterion_is_macro_for_three_classes():
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1, 2], 60)
+    X = rng.standard_normal((180, 3))
+    X[:, 1] += 4 * (y == 1) - 4 * (y == 2)
+    tpr, auc = cv_criterion(X[:, [1]], y)
+    assert auc > 0.9 and 0.3 < tpr <= 1   # the member class (0) lies between the others: one-vs-rest is harder
+    assert greedy_select(X, y, len, 1).columns == (1,)

@@ -5,20 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from provlib.models import TrainConfig, UNetConfig, build_unet, make_scheduler
 from provlib.kernels.trajectory import FEATURES, noise_seed, reference_features, seeded_noise, trajectory_features
 
 TIMESTEPS = [0, 7, 120, 500, 999]
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    unet = build_unet(UNetConfig(sample_size=8, block_out_channels=(8, 16), norm_num_groups=4)).eval()
-    with torch.no_grad():  # move away from the zero-initialised output layer so all gradients are alive
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return unet, make_scheduler(TrainConfig())
 
 
 @pytest.fixture(scope="module")

@@ -116,4 +116,63 @@ def smallest_budget_within(rows: list[Budgeted]) -> Budgeted:
     return next(b for b in rows if b.linear.report["tpr@1%fpr"] >= lo)
 
 
-__all__ = ["BUDGETS", "FULL", "Budgeted", "evaluate", "evaluation", "describe", "smallest_budget_within"]
+# ----------------------------------------------------------------------------- 3-way origin and open-world attribution
+
+FAMILY_PROBES = {"Loss probe": ("loss",), "Trajectory probe": ("loss", "grad_x", "grad_theta"),
+                 "SimA probe": ("sima_l4",), "PIA probe": ("pia",), "SecMI probe": ("secmi",)}
+
+
+def _budget_columns(params: dict, X_tr: np.ndarray, y_tr: np.ndarray, cols: list) -> dict:
+    """``{method name: columns}``: each peer's family over its t grid, and the greedy choice at each budget."""
+    cost = lambda idx: G.total_passes([cols[i] for i in idx])  # noqa: E731
+    out = {name: G.columns(params, fams) for name, fams in FAMILY_PROBES.items()}
+    memo = {}
+    for budget in BUDGETS:
+        sel = selection.greedy_select(X_tr, y_tr, cost, budget, seed=params["seed"], max_fpr=M.OPERATING_FPR,
+                                      memo=memo)
+        if sel.columns:
+            out[name(LINEAR, budget)] = [cols[i] for i in sel.columns]
+    out[name(LINEAR, FULL)] = cols
+    return out
+
+
+def three_way(params: dict, setting: str, *, target: str | None = None) -> list[dict]:
+    """3-way origin (member / generated / non-member) for each peer's signal as a probe, the trajectory
+    probe, and the combined probe at every budget (columns chosen on the 3-way training rows)."""
+    from . import origin
+    cols = G.columns(params)
+    X_tr, y_tr = origin.three_way_rows(params, setting, "train", target=target, columns=cols)
+    per_pass = M.per_pass_seconds(params, setting, target)
+    rows = []
+    for method, chosen in _budget_columns(params, X_tr, y_tr, cols).items():
+        rep = origin.three_way(params, setting, target=target, columns=chosen)
+        rows.append({"method": method, "passes": G.total_passes(chosen), "seconds": G.seconds_of(chosen, per_pass),
+                     "columns": describe(chosen), **{k: v for k, v in rep.items() if not isinstance(v, (dict, list))},
+                     "negatives": min(rep["negatives"].values())})
+    return rows
+
+
+def open_world(params: dict, *, target: str | None = None) -> dict:
+    """Open-world attribution (:func:`provlib.study.origin.attribution`) with the combined probe at every
+    budget beside the trajectory probe, the loss and the SeDID-style t-error: ``{method: result}``, each with
+    its ``passes`` and ``columns``."""
+    from . import origin
+    cols = G.columns(params)
+    X_tr, y_tr = origin.attribution_rows(params, target=target, columns=cols)
+    probes = {m: c for m, c in _budget_columns(params, X_tr, y_tr, cols).items() if m.startswith(LINEAR)}
+    res = origin.attribution(params, target=target, probes=probes)
+    for method, r in res.items():
+        if method in probes:
+            chosen = probes[method]
+        elif method == "Trajectory probe":
+            chosen = G.columns(params, FAMILY_PROBES["Trajectory probe"])
+        elif method == "Loss":
+            chosen = [("loss", r["chosen_t"])]
+        else:
+            chosen = [("secmi", r["chosen_t"])]
+        r["passes"], r["columns"] = G.total_passes(chosen), describe(chosen)
+    return res
+
+
+__all__ = ["BUDGETS", "FULL", "Budgeted", "evaluate", "evaluation", "describe", "smallest_budget_within",
+           "three_way", "open_world", "FAMILY_PROBES"]

@@ -63,17 +63,25 @@ def measured(params: dict, method: str, split: str, target: str | None = None) -
     return {k: (v[pos] if hasattr(v, "shape") else v) for k, v in full.items()}
 
 
-def matrix(params: dict, split: str, target: str | None = None, families=FEATURES) -> np.ndarray:
-    """Log trajectory features of ``families`` of a split."""
-    return feature_matrix(measured(params, "trajectory", split, target), families)
+def matrix(params: dict, split: str, target: str | None = None, families=FEATURES, columns=None) -> np.ndarray:
+    """Log trajectory features of ``families`` of a split; or, given ``columns`` (``(family, t)`` pairs of
+    :mod:`.signals`), those columns of every signal family."""
+    if columns is None:
+        return feature_matrix(measured(params, "trajectory", split, target), families)
+    from . import signals
+    values = {}
+    for f in dict.fromkeys(f for f, _ in columns):
+        measurement, entry = signals.SOURCES[f]
+        values[f] = np.asarray(measured(params, measurement, split, target)[entry], dtype=np.float64)
+    return signals.matrix(values, columns, params)
 
 
-def _stack(params, splits: dict[int, list[str]], part: str, target, families, fit_splits=None):
+def _stack(params, splits: dict[int, list[str]], part: str, target, families, fit_splits=None, columns=None):
     """Rows of ``part`` ("train"/"eval") of each class's splits: (X, y)."""
     X, y = [], []
     for label, names in splits.items():
         for s in names:
-            M = matrix(params, s, target, families)
+            M = matrix(params, s, target, families, columns)
             m = mask(params, (fit_splits or {}).get(s, s), len(M))
             X.append(M[m] if part == "train" else M[~m])
             y.append(np.full(len(X[-1]), label))
@@ -82,21 +90,28 @@ def _stack(params, splits: dict[int, list[str]], part: str, target, families, fi
 
 # ----------------------------------------------------------------------------- Table 6: 3-way origin
 
-def three_way(params: dict, setting: str, *, target: str | None = None, families=FEATURES,
-              count: int | None = None, codec: str = "none", refit: bool = False) -> dict:
-    """The 3-way probe of one setting: metrics with intervals, confusion matrix, evaluation counts.
-
-    ``count``: use a seeded subset of that many images per class; ``codec``:
-    evaluate on re-encoded images, with the probe fitted on clean training rows
-    (``refit=False``) or on re-encoded ones (``refit=True``).
-    """
+def three_way_rows(params: dict, setting: str, part: str, *, target: str | None = None, families=FEATURES,
+                   columns=None, count: int | None = None, codec: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of the 3-way task's ``part`` rows ("train" or "eval"); y: 0 member, 1 generated, 2 non-member."""
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose from {sorted(SETTINGS)}")
     bases = {0: "member", 1: "generated", 2: setting}
-    fit = {k: [split_name(b, count, codec if refit else "none")] for k, b in bases.items()}
-    ev = {k: [split_name(b, count, codec)] for k, b in bases.items()}
-    X_tr, y_tr = _stack(params, fit, "train", target, families)
-    X_ev, y_ev = _stack(params, ev, "eval", target, families)
+    return _stack(params, {k: [split_name(b, count, codec)] for k, b in bases.items()}, part, target, families,
+                  columns=columns)
+
+
+def three_way(params: dict, setting: str, *, target: str | None = None, families=FEATURES, columns=None,
+              count: int | None = None, codec: str = "none", refit: bool = False) -> dict:
+    """The 3-way probe of one setting: metrics with intervals, confusion matrix, evaluation counts.
+
+    ``columns`` (``(family, t)`` pairs of :mod:`.signals`) replace ``families``
+    by any signal columns.  ``count``: use a seeded subset of that many images
+    per class; ``codec``: evaluate on re-encoded images, with the probe fitted
+    on clean training rows (``refit=False``) or on re-encoded ones (``refit=True``).
+    """
+    kw = dict(target=target, families=families, columns=columns, count=count)
+    X_tr, y_tr = three_way_rows(params, setting, "train", codec=codec if refit else "none", **kw)
+    X_ev, y_ev = three_way_rows(params, setting, "eval", codec=codec, **kw)
     P = LinearProbe(seed=params["seed"]).fit(X_tr, y_tr).predict_proba(X_ev)
     return multiclass_report(params, y_ev, P)
 
@@ -126,11 +141,20 @@ def _scores(params, method: str, split: str, target) -> np.ndarray:
     raise ValueError(method)
 
 
+def attribution_rows(params: dict, *, target: str | None = None, columns=None, count: int | None = None,
+                     codec: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) training rows of model attribution: the target's samples (1) against real images (0)."""
+    pos, neg = [split_name("generated", count, codec)], [split_name(s, count, codec) for s in REAL]
+    return _stack(params, {1: pos, 0: neg}, "train", target, FEATURES, columns=columns)
+
+
 def attribution(params: dict, *, target: str | None = None, count: int | None = None, codec: str = "none",
-                refit: bool = False) -> dict:
+                refit: bool = False, probes: dict | None = None) -> dict:
     """Open-world attribution: per method, the share of each source's evaluation samples attributed to the
     target, at a threshold chosen on training rows (best balanced accuracy of target samples vs real).
 
+    ``probes`` adds linear probes on other columns, ``{name: [(family, t), ...]}``
+    (:mod:`.signals`), fitted and thresholded like the trajectory probe.
     Returns ``{method: {"threshold", "chosen_t", "rows": {source: {"attributed", "lo", "hi", "n"}}}}``;
     sources are ``generated`` (the target's own held-back samples: the TPR), the
     real splits (their share is the FPR) and ``open:<generator>`` for each unseen generator.
@@ -138,12 +162,15 @@ def attribution(params: dict, *, target: str | None = None, count: int | None = 
     fit_codec = codec if refit else "none"
     pos, neg = [split_name("generated", count, fit_codec)], [split_name(s, count, fit_codec) for s in REAL]
     sources = ["generated", *REAL, *(f"open:{g}" for g in params["open_world"])]
+    probes = {"Trajectory probe": None, **(probes or {})}
     out = {}
-    for method in ATTRIBUTION_METHODS:
-        if method == "Trajectory probe":
-            X_tr, y_tr = _stack(params, {1: pos, 0: neg}, "train", target, FEATURES)
+    for method in [*ATTRIBUTION_METHODS, *(m for m in probes if m not in ATTRIBUTION_METHODS)]:
+        if method in probes:
+            cols = probes[method]
+            X_tr, y_tr = attribution_rows(params, target=target, columns=cols, count=count, codec=fit_codec)
             probe = LinearProbe(seed=params["seed"]).fit(X_tr, y_tr)
-            score = lambda s: probe.decision_function(matrix(params, s, target))  # noqa: E731
+            score = lambda s, probe=probe, cols=cols: probe.decision_function(  # noqa: E731
+                matrix(params, s, target, FEATURES, cols))
             oof = oof_scores(params, X_tr, y_tr)
             thr, chosen = best_threshold(y_tr, oof), None
         else:
