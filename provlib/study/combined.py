@@ -109,13 +109,6 @@ def evaluation(params: dict, setting: str, *, target: str | None = None, progres
                      M._result(d["trees"]), tuple(d["criterion"])) for d in load_state(path)]
 
 
-def smallest_budget_within(rows: list[Budgeted]) -> Budgeted:
-    """The smallest budget whose linear probe's TPR@1% lies within the best budget's 95% interval."""
-    best = max(rows, key=lambda b: b.linear.report["tpr@1%fpr"])
-    lo = best.linear.report["tpr@1%fpr_lo"]
-    return next(b for b in rows if b.linear.report["tpr@1%fpr"] >= lo)
-
-
 # ----------------------------------------------------------------------------- 3-way origin and open-world attribution
 
 FAMILY_PROBES = {"Loss probe": ("loss",), "Trajectory probe": ("loss", "grad_x", "grad_theta"),
@@ -174,5 +167,4 @@ def open_world(params: dict, *, target: str | None = None) -> dict:
     return res
 
 
-__all__ = ["BUDGETS", "FULL", "Budgeted", "evaluate", "evaluation", "describe", "smallest_budget_within",
-           "three_way", "open_world", "FAMILY_PROBES"]
+__all__ = ["BUDGETS", "FULL", "Budgeted", "evaluate", "evaluation", "describe", "three_way", "open_world", "FAMILY_PROBES"]
