@@ -96,11 +96,12 @@ def greedy_select(X: ArrayLike, y: ArrayLike, cost: Callable[[Sequence[int]], fl
     chosen: tuple[int, ...] = ()
     best, path = (0.0, 0.5), []
     while len(chosen) < max_columns:
-        fits = [c for c in pool if c not in chosen and cost([*chosen, c]) <= budget]
+        costs = {c: cost([*chosen, c]) for c in pool if c not in chosen}
+        fits = [c for c, v in costs.items() if v <= budget]
         if not fits:
             break
         trials = {c: score((*chosen, c)) for c in fits}
-        c = max(fits, key=lambda c: (trials[c], -cost([*chosen, c]), -c))
+        c = max(fits, key=lambda c: (trials[c], -costs[c], -c))
         tpr, a = trials[c]
         if not (tpr > best[0] or (tpr == best[0] and a > best[1] + min_gain)) and chosen:
             break

@@ -53,7 +53,7 @@ def describe(cols) -> str:
     return "; ".join(f"{f}@" + ",".join(map(str, sorted(by[f]))) for f in G.FAMILIES if f in by)
 
 
-def name(kind: str, budget) -> str:
+def method_name(kind: str, budget) -> str:
     return f"{kind} (all families)" if budget == FULL else f"{kind} (<= {budget} passes)"
 
 
@@ -84,7 +84,7 @@ def evaluate(params: dict, setting: str, *, target: str | None = None, progress:
             lin = M.fitted(params, r, "", Xs, M.probe_fit_score(seed), passes, secs)
             trees = M.fitted(params, r, "", Xs, lambda a, b, c: gsa.gsa_scores(a, b, c, seed=seed), passes, secs)
             done[key] = (lin, trees)
-        lin, trees = (M.Result(**{**vars(res), "method": name(kind, budget)})
+        lin, trees = (M.Result(**{**vars(res), "method": method_name(kind, budget)})
                       for res, kind in zip(done[key], (LINEAR, TREES)))
         out.append(Budgeted(budget, chosen, lin, trees, crit))
     return out
@@ -124,8 +124,8 @@ def _budget_columns(params: dict, X_tr: np.ndarray, y_tr: np.ndarray, cols: list
         sel = selection.greedy_select(X_tr, y_tr, cost, budget, seed=params["seed"], max_fpr=M.OPERATING_FPR,
                                       memo=memo)
         if sel.columns:
-            out[name(LINEAR, budget)] = [cols[i] for i in sel.columns]
-    out[name(LINEAR, FULL)] = cols
+            out[method_name(LINEAR, budget)] = [cols[i] for i in sel.columns]
+    out[method_name(LINEAR, FULL)] = cols
     return out
 
 

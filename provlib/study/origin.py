@@ -69,10 +69,8 @@ def matrix(params: dict, split: str, target: str | None = None, families=FEATURE
     if columns is None:
         return feature_matrix(measured(params, "trajectory", split, target), families)
     from . import signals
-    values = {}
-    for f in dict.fromkeys(f for f, _ in columns):
-        measurement, entry = signals.SOURCES[f]
-        values[f] = np.asarray(measured(params, measurement, split, target)[entry], dtype=np.float64)
+    values = signals.measurements(params, split, families=list(dict.fromkeys(f for f, _ in columns)),
+                                  read=lambda m: measured(params, m, split, target))
     return signals.matrix(values, columns, params)
 
 

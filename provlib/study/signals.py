@@ -88,10 +88,12 @@ def total_passes(cols: Sequence[tuple[str, int]]) -> int:
 
 
 def measurements(params: dict, split: str, *, target: str | None = None, families: Sequence[str] = FAMILIES,
-                 progress: bool = True) -> dict:
-    """``{family: (N, T) raw values}`` of one split (the cached measurements)."""
+                 progress: bool = True, read=None) -> dict:
+    """``{family: (N, T) raw values}`` of one split (the cached measurements), each measurement read once;
+    ``read(measurement)`` replaces :func:`provlib.study.membership.measure` (e.g. to read a split's subset)."""
+    read = read or (lambda m: M.measure(params, m, split, target=target, progress=progress))
     needed = dict.fromkeys(SOURCES[_check_family(f)][0] for f in families)
-    raw = {m: M.measure(params, m, split, target=target, progress=progress) for m in needed}
+    raw = {m: read(m) for m in needed}
     return {f: np.asarray(raw[SOURCES[f][0]][SOURCES[f][1]], dtype=np.float64) for f in families}
 
 
