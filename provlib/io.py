@@ -35,9 +35,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from safetensors import safe_open
@@ -252,6 +253,32 @@ def artifact_dir(kind: str, config: dict) -> Path:
     return d
 
 
+@contextmanager
+def artifact_lock(directory: Path) -> Iterator[None]:
+    """Hold ``<directory>/.lock`` (an OS file lock, waiting for it if another process holds it).
+
+    Wrapped around "compute the artifact unless it exists": two processes sharing a
+    cache (parallel notebooks or test workers) compute each artifact once, the second
+    one waiting and then loading the first one's result.  Locks nest in the order the
+    artifacts depend on each other, which is acyclic, so they cannot deadlock.  The
+    lock is released when the process ends, even by SIGKILL; without ``fcntl``
+    (Windows) there is no lock.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(directory / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def cache_path(kind: str, config: dict) -> Path:
     """Where :func:`cached` stores the artifact of ``config`` (whether or not it exists yet)."""
     return paths.cache_dir() / kind / config_key(config) / "result.safetensors"
@@ -268,16 +295,17 @@ def cached(kind: str, config: dict, compute: Callable[[], Mapping[str, torch.Ten
     """
     path = artifact_dir(kind, config) / "result.safetensors"
     key = config_key(config)
-    if path.exists():
-        tensors, meta = load_tensors(path, expect=expect)
-        if meta.get("key") != key or meta.get("kind") != kind:
-            raise ArtifactError(f"{path} was written for {meta.get('kind')}/{meta.get('key')}, not "
-                                f"{kind}/{key} (moved or planted); delete it to recompute it")
-        return tensors
-    start = time.perf_counter()
-    result = dict(compute())
-    save_tensors(path, result, {"kind": kind, "key": key, "seconds": round(time.perf_counter() - start, 4)})
-    tensors, _ = load_tensors(path, expect=expect)  # what a re-run will read, checked the same way
+    if not path.exists():
+        with artifact_lock(path.parent):
+            if not path.exists():  # not computed by another process while this one waited
+                start = time.perf_counter()
+                result = dict(compute())
+                save_tensors(path, result, {"kind": kind, "key": key,
+                                            "seconds": round(time.perf_counter() - start, 4)})
+    tensors, meta = load_tensors(path, expect=expect)  # a fresh result is read back as a re-run will read it
+    if meta.get("key") != key or meta.get("kind") != kind:
+        raise ArtifactError(f"{path} was written for {meta.get('kind')}/{meta.get('key')}, not "
+                            f"{kind}/{key} (moved or planted); delete it to recompute it")
     return tensors
 
 

@@ -74,8 +74,8 @@ def test_every_pyproject_requirement_is_an_exact_pin(pyproject):
 def test_test_tools_are_an_extra_not_a_dependency(pyproject):
     project = pyproject["project"]
     names = set(pins(project["dependencies"]))
-    assert {"pytest", "nbval"}.isdisjoint(names)
-    assert set(pins(project["optional-dependencies"]["test"])) == {"pytest", "nbval"}
+    assert {"pytest", "nbval", "pytest-xdist"}.isdisjoint(names)
+    assert set(pins(project["optional-dependencies"]["test"])) == {"pytest", "nbval", "pytest-xdist"}
     assert "torchvision" not in names
 
 

@@ -112,6 +112,35 @@ def test_cached_computes_once_then_loads_and_checks_its_key(tmp_path, monkeypatc
     with pytest.raises(io.ArtifactError, match="shape \\(4,\\), expected \\(3,\\)"):
         io.cached("kind", {"a": 1}, compute, expect={"x": (3,)})
 
+def _compute_under_two_processes(cache: str, log: str) -> None:
+    """Run in a child process: cache one artifact whose computation is slow and logged."""
+    import time as _time
+    os.environ["PROVLIB_CACHE_DIR"] = cache
+
+    def compute():
+        with open(log, "a") as f:
+            f.write("computed\n")
+        _time.sleep(1.0)
+        return {"x": torch.arange(3.0)}
+
+    got = io.cached("kind", {"shared": 1}, compute, expect={"x": (3,)})
+    assert torch.equal(got["x"], torch.arange(3.0))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the artifact lock is an fcntl lock")
+def test_two_processes_sharing_a_cache_compute_an_artifact_once(tmp_path):
+    import multiprocessing as mp
+    log = tmp_path / "log.txt"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_compute_under_two_processes, args=(str(tmp_path / "cache"), str(log)))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert log.read_text().splitlines() == ["computed"]  # the second process waited, then loaded
+
 
 def test_code_version_follows_code_not_comments_or_docstrings(monkeypatch):
     import inspect

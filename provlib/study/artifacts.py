@@ -30,7 +30,8 @@ import torch
 from .. import paths, sampling
 from ..checks import positive_int
 from ..data import CODECS, ImageSet, SplitManifest, load_embedded, make_manifest, reencode
-from ..io import artifact_dir, cache_path, cached, cached_meta, code_version, replace_dir, tensor_sha256
+from ..io import (artifact_dir, artifact_lock, cache_path, cached, cached_meta, code_version, replace_dir,
+                  tensor_sha256)
 from ..kernels import persample, trajectory
 from ..kernels.trajectory import FEATURES, LAYERS, trajectory_features
 from ..models import ddpm, load_model, model_fingerprint, save_model, train_ddpm
@@ -126,21 +127,22 @@ def trained_model_dir(config: TargetConfig, manifest: SplitManifest, *, retrain:
     cfg = model_config(config, manifest)
     d = artifact_dir("model", {**cfg, "code": code_version(ddpm)})
     ckpt = d / "train_state.safetensors"
-    if retrain:
-        shutil.rmtree(d / "model", ignore_errors=True)
-        ckpt.unlink(missing_ok=True)
-    if not (d / "model" / "model_index.json").exists():
-        members = _embedded(config.dataset, config.image_size).subset(manifest.indices["member"])
-        unet, scheduler, history = train_ddpm(members.images, config.train, checkpoint=ckpt, progress=progress)
-        info = {"config": cfg, "loss_history": history,
-                "command": f"python -m provlib.train --target {config.name} --retrain --embed",
-                "trained_on": trajectory.default_device().type}
+    with artifact_lock(d):
+        if retrain:
+            shutil.rmtree(d / "model", ignore_errors=True)
+            ckpt.unlink(missing_ok=True)
+        if not (d / "model" / "model_index.json").exists():
+            members = _embedded(config.dataset, config.image_size).subset(manifest.indices["member"])
+            unet, scheduler, history = train_ddpm(members.images, config.train, checkpoint=ckpt, progress=progress)
+            info = {"config": cfg, "loss_history": history,
+                    "command": f"python -m provlib.train --target {config.name} --retrain --embed",
+                    "trained_on": trajectory.default_device().type}
 
-        def write(tmp: Path) -> None:
-            save_model(unet, scheduler, tmp, info)
-            manifest.save(tmp / "splits.json")
+            def write(tmp: Path) -> None:
+                save_model(unet, scheduler, tmp, info)
+                manifest.save(tmp / "splits.json")
 
-        replace_dir(d / "model", write)
+            replace_dir(d / "model", write)
     return d / "model"
 
 

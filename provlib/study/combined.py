@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import metrics, probe, selection
 from ..attacks import gsa
-from ..io import artifact_dir, code_version, load_state, save_state
+from ..io import artifact_dir, artifact_lock, code_version, load_state, save_state
 from . import artifacts
 from . import membership as M
 from . import signals as G
@@ -100,11 +100,12 @@ def evaluation(params: dict, setting: str, *, target: str | None = None, progres
            "code": code_version(sys.modules[__name__], G, M, selection, probe, metrics, gsa, attacks.sima,
                                 attacks.pia, attacks.secmi, classifiers, ddim, trajectory, persample, artifacts)}
     path = artifact_dir("combined-evaluation", key) / "result.safetensors"
-    if not path.exists():
-        rows = evaluate(params, setting, target=target, progress=progress)
-        save_state(path, [{"budget": b.budget, "columns": [[f, int(t)] for f, t in b.columns],
-                           "criterion": list(b.criterion), "linear": M._fields(b.linear),
-                           "trees": M._fields(b.trees)} for b in rows])
+    with artifact_lock(path.parent):
+        if not path.exists():
+            rows = evaluate(params, setting, target=target, progress=progress)
+            save_state(path, [{"budget": b.budget, "columns": [[f, int(t)] for f, t in b.columns],
+                               "criterion": list(b.criterion), "linear": M._fields(b.linear),
+                               "trees": M._fields(b.trees)} for b in rows])
     return [Budgeted(d["budget"], [(f, int(t)) for f, t in d["columns"]], M._result(d["linear"]),
                      M._result(d["trees"]), tuple(d["criterion"])) for d in load_state(path)]
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import sampling
 from ..data import ImageSet, SplitManifest
-from ..io import artifact_dir, cached, code_version, replace_dir
+from ..io import artifact_dir, artifact_lock, cached, code_version, replace_dir
 from ..kernels import trajectory
 from ..models import TrainConfig, UNetConfig, ddpm, load_model, model_fingerprint, other, save_model, train_ddpm
 from ..models.other import VAEConfig, load_vae, sample_vae, save_vae, train_vae
@@ -139,27 +139,28 @@ def model_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool
     if not retrain and _recorded_config(embedded_model_dir(name)) == record:
         return embedded_model_dir(name)
     d = artifact_dir("generator", {**record, "code": code_version(ddpm, other)})
-    if retrain:
-        shutil.rmtree(d / "model", ignore_errors=True)
-    if not (d / "model" / "provlib.json").exists():
-        target = get_target(gen.of)
-        images = _embedded(target.dataset, target.image_size).subset(manifest.indices["member"]).images
-        info = {"config": record, "description": gen.description,
-                "command": f"python -m provlib.train --generator {name} --retrain --embed"}
-        if gen.kind == "vae":
-            vae, history = train_vae(images, gen.train, progress=progress)
-            write_model = lambda tmp: save_vae(vae, tmp, {**info, "loss_history": history})  # noqa: E731
-        else:
-            init_unet = resolve(gen.of, seed).load()[0] if gen.kind == "finetune" else None
-            unet, scheduler, history = train_ddpm(images, gen.train, init=init_unet, progress=progress,
-                                                  checkpoint=d / "train_state.safetensors")
-            write_model = lambda tmp: save_model(unet, scheduler, tmp, {**info, "loss_history": history})  # noqa: E731
+    with artifact_lock(d):
+        if retrain:
+            shutil.rmtree(d / "model", ignore_errors=True)
+        if not (d / "model" / "provlib.json").exists():
+            target = get_target(gen.of)
+            images = _embedded(target.dataset, target.image_size).subset(manifest.indices["member"]).images
+            info = {"config": record, "description": gen.description,
+                    "command": f"python -m provlib.train --generator {name} --retrain --embed"}
+            if gen.kind == "vae":
+                vae, history = train_vae(images, gen.train, progress=progress)
+                write_model = lambda tmp: save_vae(vae, tmp, {**info, "loss_history": history})  # noqa: E731
+            else:
+                init_unet = resolve(gen.of, seed).load()[0] if gen.kind == "finetune" else None
+                unet, scheduler, history = train_ddpm(images, gen.train, init=init_unet, progress=progress,
+                                                      checkpoint=d / "train_state.safetensors")
+                write_model = lambda tmp: save_model(unet, scheduler, tmp, {**info, "loss_history": history})  # noqa: E731
 
-        def write(tmp: Path) -> None:
-            write_model(tmp)
-            manifest.save(tmp / "splits.json")
+            def write(tmp: Path) -> None:
+                write_model(tmp)
+                manifest.save(tmp / "splits.json")
 
-        replace_dir(d / "model", write)
+            replace_dir(d / "model", write)
     return d / "model"
 
 

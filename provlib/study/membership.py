@@ -29,7 +29,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from .. import attacks
 from ..attacks import gsa, pia, secmi, sima
-from ..io import artifact_dir, code_version, load_state, save_state
+from ..io import artifact_dir, artifact_lock, code_version, load_state, save_state
 from ..kernels import ddim, persample, trajectory
 from ..kernels.trajectory import FEATURES, LAYERS
 from ..metrics import auc, best_threshold, binary_report, operating_point, threshold_at_fpr
@@ -254,9 +254,10 @@ def evaluation(params: dict, setting: str, *, target: str | None = None, progres
            "code": code_version(_this_module(), attacks, gsa, pia, secmi, sima, attacks.blind, attacks.loss,
                                 classifiers, probe, metrics, ddim, trajectory, persample, artifacts)}
     path = artifact_dir("evaluation", key) / "result.safetensors"
-    if not path.exists():
-        results = evaluate(params, setting, target=target, progress=progress)
-        save_state(path, {name: _fields(r) for name, r in results.items()})
+    with artifact_lock(path.parent):
+        if not path.exists():
+            results = evaluate(params, setting, target=target, progress=progress)
+            save_state(path, {name: _fields(r) for name, r in results.items()})
     return {name: _result(fields) for name, fields in load_state(path).items()}
 
 

@@ -40,7 +40,7 @@ import torch
 from .. import paths, sampling
 from ..attribution import watermark
 from ..data import SplitManifest, make_manifest
-from ..io import artifact_dir, cached, code_version, replace_dir
+from ..io import artifact_dir, artifact_lock, cached, code_version, replace_dir
 from ..kernels.trajectory import default_device
 from ..models import ddpm, load_model, save_model, train_ddpm
 from ..models import lora as lora_mod
@@ -161,18 +161,19 @@ def model_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool
     if not retrain and _recorded_config(embedded_model_dir(name)) == record:
         return embedded_model_dir(name)
     d = artifact_dir("attribution-model", {**record, "code": code_version(ddpm)})
-    if retrain:
-        shutil.rmtree(d / "model", ignore_errors=True)
-    if not (d / "model" / "provlib.json").exists():
-        init = None if name == BASE else load_model(model_dir(BASE, seed, progress=progress))[0]
-        images, labels = pool_images(record["pool"], seed)
-        cfg = BASE_TRAIN if name == BASE else SOURCE_TRAIN
-        unet, scheduler, history = train_ddpm(images, cfg, labels=labels, init=init, progress=progress,
-                                              checkpoint=d / "train_state.safetensors")
-        info = {"config": record, "loss_history": history,
-                "trained_on": default_device().type,
-                "command": "python -m provlib.train --attribution --retrain --embed"}
-        replace_dir(d / "model", lambda tmp: save_model(unet, scheduler, tmp, info))
+    with artifact_lock(d):
+        if retrain:
+            shutil.rmtree(d / "model", ignore_errors=True)
+        if not (d / "model" / "provlib.json").exists():
+            init = None if name == BASE else load_model(model_dir(BASE, seed, progress=progress))[0]
+            images, labels = pool_images(record["pool"], seed)
+            cfg = BASE_TRAIN if name == BASE else SOURCE_TRAIN
+            unet, scheduler, history = train_ddpm(images, cfg, labels=labels, init=init, progress=progress,
+                                                  checkpoint=d / "train_state.safetensors")
+            info = {"config": record, "loss_history": history,
+                    "trained_on": default_device().type,
+                    "command": "python -m provlib.train --attribution --retrain --embed"}
+            replace_dir(d / "model", lambda tmp: save_model(unet, scheduler, tmp, info))
     return d / "model"
 
 
@@ -297,19 +298,20 @@ def suspect_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bo
             and json.loads((shipped / "provlib.json").read_text())["config"] == record:
         return shipped
     d = artifact_dir("attribution-suspect", {**record, "code": code_version(lora_mod, ddpm)})
-    if retrain:
-        shutil.rmtree(d / "adapter", ignore_errors=True)
-    if not (d / "adapter" / "provlib.json").exists():
-        data = suspect_data(name, seed)
-        base, scheduler = load(BASE, seed)
-        cfg = replace(SUSPECT_TRAIN, seed=record["train"]["seed"])
-        state, config, history = train_lora(base, scheduler, data["images"], cfg, labels=data["labels"],
-                                            progress=progress)
-        state = {k: v.half() for k, v in state.items()}   # shipped in float16: dozens of suspects stay small
-        info = {"config": record, "loss_history": history,
-                "trained_on": default_device().type,
-                "command": "python -m provlib.train --attribution --retrain --embed"}
-        replace_dir(d / "adapter", lambda tmp: save_lora(tmp, state, config, info))
+    with artifact_lock(d):
+        if retrain:
+            shutil.rmtree(d / "adapter", ignore_errors=True)
+        if not (d / "adapter" / "provlib.json").exists():
+            data = suspect_data(name, seed)
+            base, scheduler = load(BASE, seed)
+            cfg = replace(SUSPECT_TRAIN, seed=record["train"]["seed"])
+            state, config, history = train_lora(base, scheduler, data["images"], cfg, labels=data["labels"],
+                                                progress=progress)
+            state = {k: v.half() for k, v in state.items()}   # shipped in float16: dozens of suspects stay small
+            info = {"config": record, "loss_history": history,
+                    "trained_on": default_device().type,
+                    "command": "python -m provlib.train --attribution --retrain --embed"}
+            replace_dir(d / "adapter", lambda tmp: save_lora(tmp, state, config, info))
     return d / "adapter"
 
 
