@@ -1,6 +1,6 @@
 """The ``provlib`` command: fit a 3-way origin probe on a model, and ask where images come from.
 
-    provlib fit --model DIR --members SRC --reference SRC [--reference SRC ...] --out PROBE_DIR
+    provlib fit --model DIR --members SRC --reference SRC [--reference SRC ...] [--budget PASSES] --out PROBE_DIR
     provlib verdict --model DIR [--lora ADAPTER_DIR] --probe PROBE_DIR [--max-fpr 0.01] [--json] IMAGE...
 
 Exit status: 0 when every image was answered, 3 when some images could not be
@@ -79,16 +79,26 @@ def main() -> None:
 @click.option("--n-generated", default=500, show_default=True, type=click.IntRange(10))
 @click.option("--sampler-steps", default=100, show_default=True, type=click.IntRange(1, 1000),
               help="DDPM ancestral steps for the generated images")
+@click.option("--features", "kind", type=click.Choice(["combined", "trajectory"]), default="combined",
+              show_default=True, help="combined: columns of every signal family chosen within --budget; "
+                                      "trajectory: the paper's probe (loss, grad_x, grad_theta over the grid)")
+@click.option("--budget", default=None, type=click.IntRange(1),
+              help=f"UNet passes per image a verdict may cost (combined features; default {origin.DEFAULT_BUDGET}: "
+                   "the smallest budget within the interval of the best on the shipped target, notebook 15)")
 @click.option("--timestep-stride", default=40, show_default=True, type=click.IntRange(1, 999),
               help="trajectory grid: every stride-th step of 0..999")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="the probe's directory")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
-def fit(model, lora, members, reference, generated, n_generated, sampler_steps, timestep_stride, seed, out, device):
-    """Extract trajectory features and fit the 3-way origin probe (member / generated / external)."""
+def fit(model, lora, members, reference, generated, n_generated, sampler_steps, kind, budget, timestep_stride, seed,
+        out, device):
+    """Extract signal features and fit the 3-way origin probe (member / generated / external)."""
     import numpy as np
 
     from .sampling import sample
+
+    if kind == "trajectory" and budget is not None:
+        raise click.UsageError("--budget chooses among every signal family: it goes with --features combined")
 
     unet, scheduler = _load_model(model, lora, device)
     cfg = unet.config
@@ -102,15 +112,26 @@ def fit(model, lora, members, reference, generated, n_generated, sampler_steps, 
                                    ids=ids, progress=True)
     grid = list(range(0, 1000, timestep_stride))
     try:
-        probe = origin.fit(unet, scheduler, sets, timesteps=grid, seed=seed, device=device, progress=True)
+        if kind == "trajectory":
+            probe = origin.fit(unet, scheduler, sets, timesteps=grid, seed=seed, device=device, progress=True)
+        else:
+            from .study.signals import columns as candidates
+            probe = origin.fit(unet, scheduler, sets, columns=candidates({"timestep_stride": timestep_stride}),
+                               budget=budget or origin.DEFAULT_BUDGET, seed=seed, device=device, progress=True)
     except ValueError as err:
         _fail(str(err))
     probe.info["command"] = "provlib " + " ".join(sys.argv[1:])
     probe.save(out)
     info = probe.info
-    click.echo(f"probe written to {out}: {info['rows']} images; on {sum(info['calibration_rows'].values())} "
+    click.echo(f"probe written to {out}: {info['rows']} images; features {probe.features()} "
+               f"({_passes(probe)}); on {sum(info['calibration_rows'].values())} "
                f"calibration rows it did not train on: macro AUC {info['calibration_macro_auc']:.3f}, "
                f"balanced accuracy {info['calibration_balanced_accuracy']:.3f}")
+
+
+def _passes(probe) -> str:
+    p = probe.passes
+    return f"{p['forward'] + p['backward']} UNet passes per image: {p['forward']} forward, {p['backward']} backward"
 
 
 def _files(paths: tuple[str, ...]) -> list[Path]:
@@ -180,10 +201,13 @@ def verdict(model, lora, probe_dir, max_fpr, as_json, device, images):
                               probe.threshold(c, max_fpr))) for c in ("member", "generated")}
     if as_json:
         click.echo(json.dumps({"probe": str(probe_dir), "model_fingerprint": probe.fingerprint, "max_fpr": max_fpr,
-                               "thresholds": thresholds, "features": probe.families,
-                               "timesteps": len(probe.timesteps), "images": rows}, indent=1))
+                               "thresholds": thresholds, "features": probe.features(),
+                               "columns": [[f, t] for f, t in probe.columns],
+                               "passes_per_image": {**probe.passes, "total": sum(probe.passes.values())},
+                               "images": rows}, indent=1))
     else:
         click.echo(_table(rows, max_fpr, thresholds))
+        click.echo(f"(features: {probe.features()}; {_passes(probe)})")
     for r in rows:
         if "error" in r:
             click.echo(f"error: {r['image']}: {r['error']}", err=True)

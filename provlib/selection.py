@@ -2,14 +2,18 @@
 
 A detector that may spend at most ``budget`` UNet passes per image picks the
 feature columns it computes.  Columns share passes (the loss and both gradient
-norms at one t come from one forward and one backward; PIA's eps_theta(x0, 0) is
-SimA's prediction at t = 0), so the cost of a set of columns is a function of
-the whole set, given by the caller (:func:`provlib.study.signals.passes_of`).
+norms at one t come from one forward and one backward; SimA's two norms at one
+t from one forward), so the cost of a set of columns is a function of the whole
+set, given by the caller (:func:`provlib.signals.passes_of`).
 
 :func:`greedy_select` starts from no column and adds, one at a time, the column
 whose addition gives the best cross-validated criterion among those that keep
 the cost within the budget; it stops when no column fits, none improves the
-criterion, or ``max_columns`` are chosen.  The criterion is computed on the
+criterion, or ``max_columns`` are added.  Its first step may also take a whole
+``block`` of columns at once (e.g. one family over its grid: a peer's own
+probe), so that a set whose columns are weak one by one but strong together is
+within reach of the search, and a budget that covers a peer's probe can start
+from it.  The criterion is computed on the
 training rows only: out-of-fold scores of a shrinkage linear discriminant
 (closed form, so that hundreds of candidate sets cost seconds; the same kind of
 linear rule as the final probe), pooled over stratified folds, compared as
@@ -41,7 +45,7 @@ class Selection:
     cost: float
     budget: float
     criterion: tuple[float, float]               # (cross-validated TPR at max_fpr, AUC) on training rows
-    path: tuple[tuple[int, float, float, float], ...] = ()   # per step: (column, cost, TPR, AUC)
+    path: tuple[tuple[int, float, float, float], ...] = ()   # per column added: (column, cost, TPR, AUC)
 
 
 def _folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -68,11 +72,13 @@ def cv_criterion(X: ArrayLike, y: ArrayLike, *, seed: int = 0, folds: int = 5, m
 
 
 def greedy_select(X: ArrayLike, y: ArrayLike, cost: Callable[[Sequence[int]], float], budget: float, *,
-                  candidates: Sequence[int] | None = None, seed: int = 0, folds: int = 5, max_fpr: float = 0.01,
-                  max_columns: int = 24, min_gain: float = 1e-3, memo: dict | None = None) -> Selection:
+                  candidates: Sequence[int] | None = None, blocks: Sequence[Sequence[int]] = (), seed: int = 0,
+                  folds: int = 5, max_fpr: float = 0.01, max_columns: int = 24, min_gain: float = 1e-3,
+                  memo: dict | None = None) -> Selection:
     """The columns of ``X`` (training rows; labels 0/1, 1 = positive, or 0..k-1) chosen greedily within ``budget``.
 
-    ``cost(columns)`` gives the passes per image of a set of column indices.
+    ``cost(columns)`` gives the passes per image of a set of column indices; ``blocks`` are sets of
+    columns the first step may take together (beside every single column).
     ``memo`` (a dict) may be shared between calls on the same ``X``, ``y`` and
     settings, e.g. for several budgets: a column set is then evaluated once.
     The returned selection's cost never exceeds ``budget``; it is empty when no
@@ -93,19 +99,23 @@ def greedy_select(X: ArrayLike, y: ArrayLike, cost: Callable[[Sequence[int]], fl
             memo[key] = cv_criterion(X[:, sorted(key)], y, max_fpr=max_fpr, splits=splits)
         return memo[key]
 
+    starts = [tuple(dict.fromkeys(int(c) for c in b)) for b in blocks]
+    if any(not b or min(b) < 0 or max(b) >= X.shape[1] for b in starts):
+        raise ValueError(f"blocks must be non-empty sets of column indices of X (0..{X.shape[1] - 1})")
     chosen: tuple[int, ...] = ()
-    best, path = (0.0, 0.5), []
-    while len(chosen) < max_columns:
-        costs = {c: cost([*chosen, c]) for c in pool if c not in chosen}
-        fits = [c for c, v in costs.items() if v <= budget]
+    best, path, added = (0.0, 0.5), [], 0
+    while added < max_columns:
+        options = [(c,) for c in pool if c not in chosen] + ([b for b in starts if len(b) > 1] if not chosen else [])
+        costs = {o: cost([*chosen, *o]) for o in options}
+        fits = [o for o, v in costs.items() if v <= budget]
         if not fits:
             break
-        trials = {c: score((*chosen, c)) for c in fits}
-        c = max(fits, key=lambda c: (trials[c], -costs[c], -c))
-        tpr, a = trials[c]
+        trials = {o: score((*chosen, *o)) for o in fits}
+        o = max(fits, key=lambda o: (trials[o], -costs[o], -len(o), [-c for c in o]))
+        tpr, a = trials[o]
         if not (tpr > best[0] or (tpr == best[0] and a > best[1] + min_gain)) and chosen:
             break
-        chosen, best = (*chosen, c), (tpr, a)
-        path.append((c, float(cost(chosen)), tpr, a))
+        chosen, best, added = (*chosen, *o), (tpr, a), added + (len(o) == 1)
+        path.extend((c, float(cost(chosen)), tpr, a) for c in o)
     spent = float(cost(chosen)) if chosen else 0.0
     return Selection(chosen, spent, float(budget), best, tuple(path))

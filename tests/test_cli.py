@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,28 @@ def test_fit_writes_a_pickle_free_probe(fitted):
     files = sorted(p.name for p in (fitted / "probe").iterdir())
     assert files == ["probe.json", "probe.safetensors"]
     meta = json.loads((fitted / "probe" / "probe.json").read_text())
-    assert meta["timesteps"] == [0, 500] and meta["info"]["rows"] == {"member": 12, "generated": 12, "external": 12}
+    assert meta["info"]["rows"] == {"member": 12, "generated": 12, "external": 12}
+    # the default: the combined probe, its columns chosen among every family within the default budget
+    from provlib.origin import DEFAULT_BUDGET
+    from provlib.signals import describe, total_passes
+    cols = [tuple(c) for c in meta["columns"]]
+    assert meta["info"]["budget"] == DEFAULT_BUDGET and meta["passes_per_image"] == total_passes(cols) <= DEFAULT_BUDGET
+    assert meta["features"] == describe(cols) and "sima_l4@" in meta["info"]["candidates"]
+
+
+def test_fit_the_trajectory_probe_and_refuse_a_budget_with_it(tmp_path):
+    root = tmp_path
+    sets = artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")
+    write_pngs(sets["member"].images[:10], root / "members", "m")
+    write_pngs(sets["heldout"].images[:10], root / "reference", "h")
+    args = ["fit", "--model", TINY, "--members", root / "members", "--reference", root / "reference",
+            "--n-generated", 10, "--sampler-steps", 2, "--timestep-stride", 500, "--features", "trajectory"]
+    out = run(*args, "--budget", 3, "--out", root / "p")
+    assert out.returncode == 2 and "--budget" in out.stderr and "--features combined" in out.stderr
+    out = run(*args, "--out", root / "p", check_rc=0)
+    meta = json.loads((root / "p" / "probe.json").read_text())
+    assert meta["columns"] == [[f, t] for f in ("loss", "grad_x", "grad_theta") for t in (0, 500)]
+    assert "4 UNet passes per image: 2 forward, 2 backward" in out.stdout
 
 
 def test_verdict_answers_good_images_and_names_each_bad_one(fitted, tmp_path):
@@ -62,6 +84,7 @@ def test_verdict_answers_good_images_and_names_each_bad_one(fitted, tmp_path):
     out = run("verdict", "--model", TINY, "--probe", fitted / "probe", tmp_path / "imgs", tmp_path / "rgb.png",
               tmp_path / "missing.png")
     assert out.returncode == 3, out.stderr
+    assert re.search(r"\(features: .*@.*; \d+ UNet passes per image: \d+ forward, \d+ backward\)", out.stdout)
     for p in good:
         line = next(l for l in out.stdout.splitlines() if l.startswith(str(p)))
         assert any(v in line for v in ("member", "generated", "external")) and "ERROR" not in line
@@ -81,6 +104,8 @@ def test_verdict_json_is_one_document_with_probabilities_and_thresholds(fitted, 
     assert doc["max_fpr"] == 0.1 and set(doc["thresholds"]) == {"member", "generated"}
     assert doc["thresholds"]["member"]["calibration_negatives"] == 8
     assert len(doc["images"]) == 2
+    assert doc["passes_per_image"]["total"] == sum(doc["passes_per_image"][k] for k in ("forward", "backward")) >= 1
+    assert doc["features"] and doc["columns"]
     for row in doc["images"]:
         assert row["p_member"] + row["p_generated"] + row["p_external"] == pytest.approx(1)
         assert row["verdict"] in ("member", "generated", "external") and row["seconds"] > 0

@@ -63,9 +63,10 @@ def test_content_ids_follow_the_pixels_not_the_position():
 
 def test_origin_features_do_not_depend_on_the_batch(tiny):
     x = _images(6, 2)
-    a, _ = origin.origin_features(*tiny, x, [10, 500])
-    b, _ = origin.origin_features(*tiny, x[3:], [10, 500])
-    assert a.shape == (6, 6)
+    cols = [*origin.trajectory_columns([10, 500]), ("sima_l4", 20), ("pia", 100)]
+    a, _ = origin.origin_features(*tiny, x, cols)
+    b, _ = origin.origin_features(*tiny, x[3:], cols)
+    assert a.shape == (6, 8)
     np.testing.assert_allclose(a[3:], b, rtol=1e-5, atol=1e-6)
 
 
@@ -92,7 +93,9 @@ def test_fit_holds_back_calibration_rows_and_records_what_it_needs(fitted, tiny)
     assert fitted.info["calibration_rows"] == {"member": 6, "generated": 6, "external": 6}
     assert fitted.calib_probs.shape == (18, 3) and fitted.calib_ids.shape == (18,)
     np.testing.assert_allclose(fitted.calib_probs.sum(1), 1)
-    assert fitted.timesteps == [10, 500] and fitted.families == ["loss", "grad_x", "grad_theta"]
+    assert fitted.columns == [("loss", 10), ("loss", 500), ("grad_x", 10), ("grad_x", 500), ("grad_theta", 10),
+                              ("grad_theta", 500)]
+    assert fitted.families == ["loss", "grad_x", "grad_theta"] and fitted.passes == {"forward": 2, "backward": 2}
     from provlib.models import model_fingerprint
     assert fitted.fingerprint == model_fingerprint(tiny[0])
 
@@ -142,3 +145,45 @@ def test_fit_needs_every_class_with_enough_images(tiny):
     with pytest.raises(ValueError, match="at least 10"):
         origin.fit(*tiny, {"member": _images(3, 0), "external": _images(12, 1), "generated": _images(12, 2)},
                    timesteps=[10])
+
+
+def test_a_probe_of_the_first_format_loads_as_its_trajectory_columns(fitted, tiny, tmp_path):
+    import json
+
+    fitted.save(tmp_path / "p")
+    meta = json.loads((tmp_path / "p" / "probe.json").read_text())
+    for k in ("columns", "features", "passes_per_image"):
+        meta.pop(k)
+    meta.update(format="provlib-origin-probe/1", timesteps=[10, 500], families=["loss", "grad_x", "grad_theta"])
+    (tmp_path / "p" / "probe.json").write_text(json.dumps(meta))
+    old = origin.OriginProbe.load(tmp_path / "p")
+    assert old.columns == fitted.columns
+    x = _images(2, 9)
+    assert [r["p_member"] for r in origin.verdicts(old, *tiny, x)] == \
+        pytest.approx([r["p_member"] for r in origin.verdicts(fitted, *tiny, x)], abs=1e-12)
+    meta["families"] = ["loss", "lossy"]
+    (tmp_path / "p" / "probe.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="no valid feature columns"):
+        origin.OriginProbe.load(tmp_path / "p")
+
+
+def test_a_budgeted_fit_keeps_its_columns_within_the_budget(tiny, tmp_path):
+    from provlib.signals import total_passes
+
+    sets = {"member": _images(20, 3), "generated": _images(20, 4) * 0.2, "external": _images(20, 5).abs() - 0.5}
+    candidates = [*origin.trajectory_columns([10, 500]), ("sima_l2", 0), ("sima_l4", 0), ("sima_l4", 20),
+                  ("pia", 100), ("secmi", 50)]
+    for budget in (1, 3):
+        probe = origin.fit(*tiny, sets, columns=candidates, budget=budget, seed=0)
+        assert probe.columns and set(probe.columns) <= set(candidates)
+        assert total_passes(probe.columns) <= budget and probe.info["budget"] == budget
+        assert len(probe.mean) == len(probe.columns)
+        probe.save(tmp_path / f"p{budget}")
+        assert origin.OriginProbe.load(tmp_path / f"p{budget}").columns == probe.columns
+        assert len(origin.verdicts(probe, *tiny, _images(2, 8))) == 2
+    with pytest.raises(ValueError, match="no candidate column fits a budget of 1"):
+        origin.fit(*tiny, sets, columns=[("secmi", 50)], budget=1)
+    with pytest.raises(ValueError, match="one of the two"):
+        origin.fit(*tiny, sets, columns=candidates, timesteps=[10])
+    with pytest.raises(ValueError, match="budget must be a positive"):
+        origin.fit(*tiny, sets, columns=candidates, budget=0)

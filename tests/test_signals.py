@@ -69,7 +69,8 @@ def test_passes_count_shared_passes_once_and_equal_each_peers_cost():
         attacks.passes("trajectory", grid, features=("loss", "grad_x", "grad_theta"))
     assert G.total_passes([("loss", 100), ("grad_x", 100), ("grad_theta", 100)]) == 2   # one forward, one backward
     assert G.total_passes([("sima_l2", 20), ("sima_l4", 20)]) == 1
-    assert G.total_passes([("sima_l4", 0), ("pia", 200)]) == 2       # eps_theta(x0, 0) is PIA's eps0
+    assert G.total_passes([("pia", 100), ("pia", 200)]) == 3         # one eps0 forward, one per t
+    assert G.total_passes([("sima_l4", 0), ("pia", 200)]) == 3       # PIA's eps0 forward is its own
     assert G.total_passes([("secmi", 50), ("secmi", 100)]) == 9 + 2 * 2   # one inversion to 90, two round trips
 
 
@@ -103,6 +104,30 @@ def test_greedy_selection_finds_the_informative_column_and_uses_training_rows_on
         greedy_select(np.full((4, 2), np.nan), [0, 1, 0, 1], len, 3)
 
 
+def test_a_block_strong_only_together_is_found_and_a_budget_still_holds():
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(150, int), np.zeros(150, int)]
+    z = 2 * rng.standard_normal(300)
+    X = rng.standard_normal((300, 6))
+    X[:, 0] = z + 0.2 * rng.standard_normal(300)
+    X[:, 1] = z + 0.2 * rng.standard_normal(300) + 0.8 * y   # the signal is the difference of columns 0 and 1
+    X[:, 2] += y                                              # the best column on its own
+    cost = lambda idx: len(set(idx))                          # noqa: E731
+    alone = greedy_select(X, y, cost, 2)
+    assert alone.columns[0] == 2 and set(alone.columns) != {0, 1}   # one column at a time misses the pair
+    sel = greedy_select(X, y, cost, 2, blocks=[[0, 1]])
+    assert set(sel.columns) == {0, 1} and sel.cost == 2 and [c for c, *_ in sel.path] == list(sel.columns)
+    assert greedy_select(X, y, cost, 1, blocks=[[0, 1]]).cost <= 1   # a block dearer than the budget is not taken
+    with pytest.raises(ValueError, match="blocks"):
+        greedy_select(X, y, cost, 2, blocks=[[0, 9]])
+
+
+def test_family_blocks_are_the_peers_probes():
+    from provlib.signals import family_blocks
+    cols = [("loss", 0), ("sima_l4", 0), ("grad_x", 0), ("sima_l4", 20), ("pia", 100)]
+    assert family_blocks(cols) == [[0], [2], [1, 3], [4], [0, 2]]
+
+
 def test_the_criterion_is_macro_for_three_classes():
     rng = np.random.default_rng(3)
     y = np.repeat([0, 1, 2], 60)
@@ -111,3 +136,49 @@ def test_the_criterion_is_macro_for_three_classes():
     tpr, auc = cv_criterion(X[:, [1]], y)
     assert auc > 0.9 and 0.3 < tpr <= 1   # the member class (0) lies between the others: one-vs-rest is harder
     assert greedy_select(X, y, len, 1).columns == (1,)
+
+
+# ----------------------------------------------------------------------------- columns of new images (provlib.signals)
+
+def _forward_rows(unet):
+    """Count the images the UNet's forward sees (a hook), to check the work done against passes_of."""
+    seen = []
+    handle = unet.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append(len(args[0] if args else kwargs["sample"])), with_kwargs=True)
+    return seen, handle
+
+
+def test_signal_values_equal_each_kernel_and_do_the_passes_they_count(model, images):
+    from provlib import signals as S
+    from provlib.kernels.trajectory import trajectory_features
+
+    unet, sched = model
+    ids = [11, 12, 13, 14, 15]
+    cols = [("loss", 100), ("grad_x", 300), ("grad_theta", 300), ("loss", 300), ("sima_l2", 20), ("sima_l4", 0),
+            ("pia", 100), ("pia", 200), ("secmi", 50)]
+    seen, handle = _forward_rows(unet)
+    try:
+        got = S.values(unet, sched, images, cols, seed=3, ids=ids)
+    finally:
+        handle.remove()
+    traj = trajectory_features(unet, sched, images, [100, 300], seed=3, ids=ids)
+    sima = attacks.sima_norms(unet, sched, images, [0, 20])
+    expect = [traj["loss"][:, 0], traj["grad_x"][:, 1], traj["grad_theta"][:, 1], traj["loss"][:, 1],
+              sima[2][:, 1], sima[4][:, 0], *attacks.pia_distance(unet, sched, images, [100, 200]).T,
+              attacks.secmi_t_error(unet, sched, images, [50], 10)[:, 0]]
+    np.testing.assert_allclose(got, torch.stack(expect, 1).double().numpy(), rtol=1e-5)
+    # forwards per image: the trajectory's at 100 and 300, SimA's at 0 and 20, PIA's eps0 + 2, SecMI's inversion
+    assert sum(seen) / len(images) == S.passes_of(cols)["forward"] == 2 + 2 + 3 + (4 + 2)
+    assert S.passes_of(cols)["backward"] == 1
+
+
+def test_signal_columns_are_checked():
+    from provlib import signals as S
+
+    with pytest.raises(ValueError, match="unknown feature family 'lossy'"):
+        S.check_columns([("lossy", 0)])
+    with pytest.raises(ValueError, match="repeated"):
+        S.check_columns([("loss", 0), ("loss", 0)])
+    with pytest.raises(ValueError, match="integer"):
+        S.check_columns([("loss", 0.5)])
+    assert S.describe([("sima_l4", 20), ("loss", 40), ("loss", 0)]) == "loss@0,40; sima_l4@20"

@@ -14,6 +14,12 @@ out-of-fold training scores, metrics on evaluation rows with intervals):
   to see whether linearity costs anything.
 
 ``"full"`` is every column of every family, without selection.
+
+The same selection serves the two other questions (notebook 15): 3-way origin
+(:func:`three_way`, the columns chosen by the macro criterion on the 3-way
+training rows) and open-world attribution (:func:`open_world`), each against
+every peer's signal used as a probe.  :func:`default_budget` reads
+``provlib fit``'s default budget off the 3-way results.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import numpy as np
 from .. import metrics, probe, selection
 from ..attacks import gsa
 from ..io import artifact_dir, artifact_lock, code_version, load_state, save_state
+from ..signals import family_blocks
 from . import artifacts
 from . import membership as M
 from . import signals as G
@@ -45,12 +52,7 @@ class Budgeted:
     criterion: tuple[float, float] = (float("nan"), float("nan"))   # training rows' cross-validated (TPR@1%, AUC)
 
 
-def describe(cols) -> str:
-    """``loss@0,50; sima_l4@20`` (timesteps per family, in the families' order)."""
-    by = {}
-    for f, t in cols:
-        by.setdefault(f, []).append(int(t))
-    return "; ".join(f"{f}@" + ",".join(map(str, sorted(by[f]))) for f in G.FAMILIES if f in by)
+describe = G.describe   # "loss@0,50; sima_l4@20"
 
 
 def method_name(kind: str, budget) -> str:
@@ -72,7 +74,8 @@ def evaluate(params: dict, setting: str, *, target: str | None = None, progress:
         if budget == FULL:
             idx, crit = tuple(range(len(cols))), (float("nan"), float("nan"))
         else:
-            sel = selection.greedy_select(X_tr, y_tr, cost, budget, seed=seed, max_fpr=M.OPERATING_FPR, memo=memo)
+            sel = selection.greedy_select(X_tr, y_tr, cost, budget, blocks=family_blocks(cols), seed=seed,
+                                          max_fpr=M.OPERATING_FPR, memo=memo)
             idx, crit = sel.columns, sel.criterion
         chosen = [cols[i] for i in idx]
         if not chosen:
@@ -122,8 +125,8 @@ def _budget_columns(params: dict, X_tr: np.ndarray, y_tr: np.ndarray, cols: list
     out = {name: G.columns(params, fams) for name, fams in FAMILY_PROBES.items()}
     memo = {}
     for budget in BUDGETS:
-        sel = selection.greedy_select(X_tr, y_tr, cost, budget, seed=params["seed"], max_fpr=M.OPERATING_FPR,
-                                      memo=memo)
+        sel = selection.greedy_select(X_tr, y_tr, cost, budget, blocks=family_blocks(cols), seed=params["seed"],
+                                      max_fpr=M.OPERATING_FPR, memo=memo)
         if sel.columns:
             out[method_name(LINEAR, budget)] = [cols[i] for i in sel.columns]
     out[method_name(LINEAR, FULL)] = cols
@@ -132,28 +135,34 @@ def _budget_columns(params: dict, X_tr: np.ndarray, y_tr: np.ndarray, cols: list
 
 def three_way(params: dict, setting: str, *, target: str | None = None) -> list[dict]:
     """3-way origin (member / generated / non-member) for each peer's signal as a probe, the trajectory
-    probe, and the combined probe at every budget (columns chosen on the 3-way training rows)."""
+    probe, and the combined probe at every budget (columns chosen on the 3-way training rows, by the macro
+    criterion): one row per method with its passes, seconds and :func:`.origin.multiclass_report`."""
     from . import origin
     cols = G.columns(params)
     X_tr, y_tr = origin.three_way_rows(params, setting, "train", target=target, columns=cols)
+    X_ev, y_ev = origin.three_way_rows(params, setting, "eval", target=target, columns=cols)
+    index = {c: j for j, c in enumerate(cols)}
     per_pass = M.per_pass_seconds(params, setting, target)
     rows = []
     for method, chosen in _budget_columns(params, X_tr, y_tr, cols).items():
-        rep = origin.three_way(params, setting, target=target, columns=chosen)
-        rows.append({"method": method, "passes": G.total_passes(chosen), "seconds": G.seconds_of(chosen, per_pass),
+        j = [index[c] for c in chosen]
+        rep = origin.three_way_fit(params, X_tr[:, j], y_tr, X_ev[:, j], y_ev)
+        rows.append({"method": method, "budget": budget_of(method), "passes": G.total_passes(chosen),
+                     "seconds": G.seconds_of(chosen, per_pass),
                      "columns": describe(chosen), **{k: v for k, v in rep.items() if not isinstance(v, (dict, list))},
-                     "negatives": min(rep["negatives"].values())})
+                     "negatives": min(rep["negatives"].values()), "confusion": rep["confusion"]})
     return rows
 
 
 def open_world(params: dict, *, target: str | None = None) -> dict:
-    """Open-world attribution (:func:`provlib.study.origin.attribution`) with the combined probe at every
-    budget beside the trajectory probe, the loss and the SeDID-style t-error: ``{method: result}``, each with
-    its ``passes`` and ``columns``."""
+    """Open-world attribution (:func:`provlib.study.origin.attribution`) with each peer's signal as a probe and
+    the combined probe at every budget (columns chosen on the attribution training rows), beside the
+    trajectory probe, the loss and the SeDID-style t-error: ``{method: result}``, each with its ``passes``
+    and ``columns``."""
     from . import origin
     cols = G.columns(params)
     X_tr, y_tr = origin.attribution_rows(params, target=target, columns=cols)
-    probes = {m: c for m, c in _budget_columns(params, X_tr, y_tr, cols).items() if m.startswith(LINEAR)}
+    probes = {m: c for m, c in _budget_columns(params, X_tr, y_tr, cols).items() if m != "Trajectory probe"}
     res = origin.attribution(params, target=target, probes=probes)
     for method, r in res.items():
         if method in probes:
@@ -164,8 +173,61 @@ def open_world(params: dict, *, target: str | None = None) -> dict:
             chosen = [("loss", r["chosen_t"])]
         else:
             chosen = [("secmi", r["chosen_t"])]
-        r["passes"], r["columns"] = G.total_passes(chosen), describe(chosen)
+        r["passes"], r["columns"], r["budget"] = G.total_passes(chosen), describe(chosen), budget_of(method)
     return res
 
 
-__all__ = ["BUDGETS", "FULL", "Budgeted", "evaluate", "evaluation", "describe", "three_way", "open_world", "FAMILY_PROBES"]
+def budget_of(method: str) -> str:
+    """The budget of a combined probe's method name (``"5"``, ``"full"``); ``""`` for any other method."""
+    names = {method_name(LINEAR, b): str(b) for b in (*BUDGETS, FULL)}
+    return names.get(method, "")
+
+
+def default_budget(rows: list[dict]) -> int:
+    """The smallest budget whose combined probe's macro TPR@1% lies within the 95% interval of the best
+    combined probe (all families included) in every setting: ``rows`` as :func:`three_way` returns them,
+    each with its ``setting``.  ``provlib fit``'s default (:data:`provlib.origin.DEFAULT_BUDGET`)."""
+    m = "macro_tpr@1%"
+    chosen = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        comb = [r for r in rows if r["setting"] == setting and r["budget"]]
+        best = max(comb, key=lambda r: r[m])
+        ok = [int(r["budget"]) for r in comb if r["budget"] != FULL and r[m] >= best[f"{m}_lo"]]
+        chosen.append(min(ok) if ok else max(BUDGETS))
+    return max(chosen)
+
+
+def _cached(kind: str, params: dict, target: str | None, extra: dict, compute):
+    """``compute()``'s JSON-able result, cached (pickle-free) under the target's weights, the parameters the
+    origin study reads, and the code's version."""
+    from .. import attacks, classifiers
+    from ..kernels import ddim, persample, trajectory
+    from . import generators, origin
+    t = artifacts.resolve(target or params["targets"][0], params["seed"], progress=False)
+    key = {"model": t.fingerprint, "target": t.name, **extra,
+           "params": {k: params[k] for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride",
+                                             "n_generated", "sampler_steps", "open_world", "n_open_world")},
+           "code": code_version(sys.modules[__name__], G, M, origin, generators, selection, probe, metrics,
+                                attacks.sima, attacks.pia, attacks.secmi, classifiers, ddim, trajectory, persample,
+                                artifacts)}
+    path = artifact_dir(kind, key) / "result.safetensors"
+    with artifact_lock(path.parent):
+        if not path.exists():
+            save_state(path, compute())
+    return load_state(path)
+
+
+def three_way_evaluation(params: dict, setting: str, *, target: str | None = None) -> list[dict]:
+    """:func:`three_way`, cached."""
+    return _cached("combined-three-way", params, target, {"setting": setting},
+                   lambda: three_way(params, setting, target=target))
+
+
+def open_world_evaluation(params: dict, *, target: str | None = None) -> dict:
+    """:func:`open_world`, cached."""
+    return _cached("combined-open-world", params, target, {}, lambda: open_world(params, target=target))
+
+
+__all__ = ["BUDGETS", "FULL", "Budgeted", "evaluate", "evaluation", "describe", "method_name", "three_way",
+           "three_way_evaluation", "open_world", "open_world_evaluation", "budget_of", "default_budget",
+           "FAMILY_PROBES"]

@@ -34,6 +34,7 @@ from ..kernels import ddim, persample, trajectory
 from ..kernels.trajectory import FEATURES, LAYERS
 from ..metrics import auc, best_threshold, binary_report, operating_point, threshold_at_fpr
 from ..probe import LinearProbe, feature_matrix
+from ..signals import SECMI_K  # SecMI's DDIM step
 from . import artifacts
 from .artifacts import _stream_seed, chunked, features, source_of, split_images, timestep_grid, train_mask
 
@@ -46,7 +47,6 @@ BASELINE_TIMESTEPS = {
     "secmi": (50, 100, 200),                   # SecMI's default t_sec is 100, k = 10
 }
 GSA_POINTS = 10  # GSA's timesteps: 10 points of the trajectory grid, evenly spread (gsa_timesteps)
-SECMI_K = 10
 SECMI_NN_T = 100        # the t_sec whose residual maps SecMI_NNs classifies (the paper's default)
 SECMI_NN_SHARE = 0.2    # SecMI_NNs trains on 20% of the rows (drawn from the training rows)
 MEASURES = ("trajectory", "pia", "pian", "sima", "secmi", "gsa1", "gsa2")

@@ -25,8 +25,12 @@ evaluation rows; every number is measured on evaluation rows.
 """
 from __future__ import annotations
 
+import functools
+import json
+
 import numpy as np
 
+from .. import paths
 from ..kernels.trajectory import FEATURES
 from ..metrics import auc, best_threshold, bootstrap_ci, macro_auc, macro_tpr_at_fpr, multiclass_balanced_accuracy
 from ..probe import LinearProbe, feature_matrix
@@ -69,9 +73,21 @@ def matrix(params: dict, split: str, target: str | None = None, families=FEATURE
     if columns is None:
         return feature_matrix(measured(params, "trajectory", split, target), families)
     from . import signals
-    values = signals.measurements(params, split, families=list(dict.fromkeys(f for f, _ in columns)),
-                                  read=lambda m: measured(params, m, split, target))
+    values = {f: _values(json.dumps(params, sort_keys=True, default=str), split, target, f, str(paths.cache_dir()))
+              for f in dict.fromkeys(f for f, _ in columns)}
     return signals.matrix(values, columns, params)
+
+
+@functools.lru_cache(maxsize=256)
+def _values(params_json: str, split: str, target: str | None, family: str, cache: str) -> np.ndarray:
+    """One family's raw values on one split, read once per process (every probe of a comparison reads its
+    columns from the same measurements; keyed by the cache folder too, which tests change).  Read-only."""
+    from . import signals
+    params = json.loads(params_json)
+    values = signals.measurements(params, split, families=[family],
+                                  read=lambda m: measured(params, m, split, target))[family]
+    values.flags.writeable = False
+    return values
 
 
 def _stack(params, splits: dict[int, list[str]], part: str, target, families, fit_splits=None, columns=None):
@@ -110,6 +126,11 @@ def three_way(params: dict, setting: str, *, target: str | None = None, families
     kw = dict(target=target, families=families, columns=columns, count=count)
     X_tr, y_tr = three_way_rows(params, setting, "train", codec=codec if refit else "none", **kw)
     X_ev, y_ev = three_way_rows(params, setting, "eval", codec=codec, **kw)
+    return three_way_fit(params, X_tr, y_tr, X_ev, y_ev)
+
+
+def three_way_fit(params: dict, X_tr: np.ndarray, y_tr: np.ndarray, X_ev: np.ndarray, y_ev: np.ndarray) -> dict:
+    """Fit the multinomial probe on the training rows, report on the evaluation rows (:func:`multiclass_report`)."""
     P = LinearProbe(seed=params["seed"]).fit(X_tr, y_tr).predict_proba(X_ev)
     return multiclass_report(params, y_ev, P)
 

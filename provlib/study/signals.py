@@ -15,12 +15,11 @@ computed by the existing kernels):
 | secmi        | SecMI's t-error of a DDIM round trip at t_sec    | secmi (kernels.ddim.t_errors)        | SecMI's t_sec       |
 
 A **column** is ``(family, t)``; its values enter a probe on a log scale.  The
-cost of a set of columns (:func:`passes_of`) counts each UNet pass once: the
-loss and both gradient norms at one t share one forward (and the gradients one
-backward), SimA's two norms at one t share one forward, PIA's eps0 is the
-clean-image prediction at t = 0 (shared with SimA at t = 0), and SecMI's
-t_sec values share one DDIM inversion (:func:`provlib.kernels.ddim.t_error_calls`).
-For each peer's own columns it equals :func:`provlib.attacks.passes`.
+families, the cost of a set of columns in UNet passes (:func:`passes_of`: each
+pass counted once) and the kernels that compute columns for new images are in
+:mod:`provlib.signals`; this module reads the same columns from the study's
+cached measurements.  For each peer's own columns :func:`passes_of` equals
+:func:`provlib.attacks.passes`.
 """
 from __future__ import annotations
 
@@ -28,17 +27,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ..kernels.ddim import t_error_calls
 from ..probe import log_features
+from ..signals import BACKWARD, FAMILIES, describe, passes_of, total_passes  # noqa: F401 (re-exported)
 from . import membership as M
 from .artifacts import timestep_grid
 
-FAMILIES = ("loss", "grad_x", "grad_theta", "sima_l2", "sima_l4", "pia", "secmi")
 # family -> (measurement, entry of it)
 SOURCES = {"loss": ("trajectory", "loss"), "grad_x": ("trajectory", "grad_x"),
            "grad_theta": ("trajectory", "grad_theta"), "sima_l2": ("sima", "l2"), "sima_l4": ("sima", "values"),
            "pia": ("pia", "values"), "secmi": ("secmi", "values")}
-BACKWARD = ("grad_x", "grad_theta")
 
 
 def _check_family(family: str) -> str:
@@ -58,33 +55,6 @@ def family_timesteps(params: dict, family: str) -> list[int]:
 def columns(params: dict, families: Sequence[str] = FAMILIES) -> list[tuple[str, int]]:
     """Every ``(family, t)`` column of ``families``, family-major."""
     return [(f, t) for f in families for t in family_timesteps(params, f)]
-
-
-def passes_of(cols: Sequence[tuple[str, int]], *, k: int = M.SECMI_K) -> dict:
-    """UNet passes per image of computing the columns ``cols`` together: ``{"forward", "backward"}``,
-    each pass counted once however many columns read it."""
-    forward, backward, secmi = set(), set(), set()
-    for family, t in cols:
-        _check_family(family)
-        t = int(t)
-        if family in ("loss", *BACKWARD):
-            forward.add(("noised", t))
-            if family in BACKWARD:
-                backward.add(t)
-        elif family in ("sima_l2", "sima_l4"):
-            forward.add(("clean", t))
-        elif family == "pia":
-            forward |= {("clean", 0), ("pia", t)}
-        else:
-            secmi.add(t - k)
-    calls = t_error_calls(sorted(secmi), k) if secmi else 0
-    return {"forward": len(forward) + calls, "backward": len(backward)}
-
-
-def total_passes(cols: Sequence[tuple[str, int]]) -> int:
-    """Forward plus backward passes per image of ``cols`` (the budget's unit)."""
-    p = passes_of(cols)
-    return p["forward"] + p["backward"]
 
 
 def measurements(params: dict, split: str, *, target: str | None = None, families: Sequence[str] = FAMILIES,

@@ -1,0 +1,150 @@
+"""Signal columns of any images under any model: every per-timestep statistic the probes read.
+
+A **family** is one per-image statistic of the model at a timestep t, computed
+by an existing kernel; a **column** is ``(family, t)``:
+
+| family       | statistic at t                                   | kernel                                  |
+|--------------|--------------------------------------------------|-----------------------------------------|
+| loss         | L_t = ||eps_theta(x_t, t) - eps||^2 (seeded eps) | kernels.trajectory.trajectory_features  |
+| grad_x       | ||d L_t / d x0||^2                               | trajectory_features                     |
+| grad_theta   | ||d L_t / d theta||^2                            | trajectory_features                     |
+| sima_l2      | ||eps_theta(x0, t)||_2^2 at the clean image      | attacks.sima_norms                      |
+| sima_l4      | ||eps_theta(x0, t)||_4^4 (SimA's score)          | attacks.sima_norms                      |
+| pia          | ||eps0 - eps_theta(x_t, t)||_4^4, x_t from eps0  | attacks.pia_distance                    |
+| secmi        | SecMI's t-error of a DDIM round trip at t_sec = t| attacks.secmi_t_error (kernels.ddim)    |
+
+:func:`passes_of` counts the UNet passes per image of a set of columns, each
+pass once: the loss and both gradient norms at one t share one forward (the
+gradients one backward), SimA's two norms at one t one forward, PIA's columns
+one eps0 = eps_theta(x0, 0) forward (its own: the SimA and PIA kernels run
+apart) and one forward per t, SecMI's t_sec values share one DDIM inversion.
+:func:`values` computes the columns with exactly those passes (tested by
+counting the UNet's forwards).  Only the trajectory families draw noise: seeded per
+image by ``(seed, id, t)`` (:func:`provlib.kernels.trajectory.noise_seed`), so
+an image's columns do not depend on its batch.
+
+The study reads the same columns from its cached measurements
+(:mod:`provlib.study.signals`); the command line computes them for new images
+(:mod:`provlib.origin`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .kernels.ddim import t_error_calls
+
+FAMILIES = ("loss", "grad_x", "grad_theta", "sima_l2", "sima_l4", "pia", "secmi")
+TRAJECTORY = ("loss", "grad_x", "grad_theta")
+BACKWARD = ("grad_x", "grad_theta")
+SECMI_K = 10   # SecMI's DDIM step (t_sec - k -> t_sec)
+
+
+def check_columns(cols) -> list[tuple[str, int]]:
+    """``[(family, t), ...]`` with known families and integer timesteps, none repeated."""
+    out = []
+    for c in cols:
+        try:
+            family, t = c
+        except (TypeError, ValueError):
+            raise ValueError(f"a column is (family, timestep), got {c!r}") from None
+        if family not in FAMILIES:
+            raise ValueError(f"unknown feature family {family!r}; choose from {FAMILIES}")
+        if isinstance(t, bool) or int(t) != t:
+            raise ValueError(f"column {c!r}: the timestep must be an integer")
+        out.append((str(family), int(t)))
+    if len(set(out)) != len(out):
+        raise ValueError(f"repeated columns in {out}")
+    if not out:
+        raise ValueError("no columns")
+    return out
+
+
+def passes_of(cols: Sequence[tuple[str, int]], *, k: int = SECMI_K) -> dict:
+    """UNet passes per image of computing the columns ``cols`` together: ``{"forward", "backward"}``,
+    each pass counted once however many columns read it."""
+    forward, backward, secmi = set(), set(), set()
+    for family, t in check_columns(cols):
+        if family in TRAJECTORY:
+            forward.add(("noised", t))
+            if family in BACKWARD:
+                backward.add(t)
+        elif family in ("sima_l2", "sima_l4"):
+            forward.add(("clean", t))
+        elif family == "pia":
+            forward |= {("pia", "eps0"), ("pia", t)}
+        else:
+            secmi.add(t - k)
+    calls = t_error_calls(sorted(secmi), k) if secmi else 0
+    return {"forward": len(forward) + calls, "backward": len(backward)}
+
+
+def total_passes(cols: Sequence[tuple[str, int]]) -> int:
+    """Forward plus backward passes per image of ``cols`` (the budget's unit)."""
+    p = passes_of(cols)
+    return p["forward"] + p["backward"]
+
+
+def describe(cols: Sequence[tuple[str, int]]) -> str:
+    """``loss@0,50; sima_l4@20`` (timesteps per family, in the families' order)."""
+    by: dict[str, list[int]] = {}
+    for f, t in cols:
+        by.setdefault(f, []).append(int(t))
+    return "; ".join(f"{f}@" + ",".join(map(str, sorted(by[f]))) for f in FAMILIES if f in by)
+
+
+def family_blocks(cols: Sequence[tuple[str, int]]) -> list[list[int]]:
+    """Indices into ``cols`` of each family's columns, and of the three trajectory families together: the
+    peers' own probes, which greedy selection may take as one first step (:func:`provlib.selection.greedy_select`)."""
+    cols = list(cols)
+    blocks = [[j for j, (f, _) in enumerate(cols) if f == family] for family in FAMILIES]
+    blocks.append([j for j, (f, _) in enumerate(cols) if f in TRAJECTORY])
+    return [b for b in blocks if b]
+
+
+def values(unet, scheduler, images: torch.Tensor, cols: Sequence[tuple[str, int]], *, seed: int = 0,
+           ids: Sequence[int] | None = None, k: int = SECMI_K, device=None, progress: bool = False) -> np.ndarray:
+    """Raw values (N, len(cols)) of the columns ``cols`` for ``images`` (float64; a probe takes their log).
+
+    The trajectory families are computed per group of timesteps that need the same families, so a
+    backward runs only where a gradient column asks for it and the work done is :func:`passes_of`."""
+    from .attacks import pia_distance, secmi_t_error, sima_norms
+    from .kernels.trajectory import trajectory_features
+
+    cols = check_columns(cols)
+    out = np.empty((len(images), len(cols)))
+    where = {c: j for j, c in enumerate(cols)}
+    by_t: dict[int, list[str]] = {}
+    for f, t in cols:
+        if f in TRAJECTORY:
+            by_t.setdefault(t, []).append(f)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for t, fams in by_t.items():
+        groups.setdefault(tuple(f for f in TRAJECTORY if f in fams), []).append(t)
+    for fams, ts in groups.items():
+        got = trajectory_features(unet, scheduler, images, sorted(ts), seed=seed, ids=ids, features=fams,
+                                  device=device, progress=progress)
+        for f in fams:
+            for j, t in enumerate(sorted(ts)):
+                out[:, where[(f, t)]] = got[f][:, j].double().numpy()
+    sima_ts = sorted({t for f, t in cols if f in ("sima_l2", "sima_l4")})
+    if sima_ts:
+        norms = sima_norms(unet, scheduler, images, sima_ts, powers=(2, 4), device=device)
+        for f, p in (("sima_l2", 2), ("sima_l4", 4)):
+            for j, t in enumerate(sima_ts):
+                if (f, t) in where:
+                    out[:, where[(f, t)]] = norms[p][:, j].double().numpy()
+    for f, kernel in (("pia", lambda ts: pia_distance(unet, scheduler, images, ts, device=device)),
+                      ("secmi", lambda ts: secmi_t_error(unet, scheduler, images, ts, k, device=device))):
+        ts = sorted(t for g, t in cols if g == f)
+        if ts:
+            got = kernel(ts)
+            for j, t in enumerate(ts):
+                out[:, where[(f, t)]] = got[:, j].double().numpy()
+    return out
+
+
+__all__ = ["FAMILIES", "TRAJECTORY", "BACKWARD", "SECMI_K", "check_columns", "passes_of", "total_passes",
+           "describe", "family_blocks", "values"]
