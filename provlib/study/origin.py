@@ -73,21 +73,17 @@ def matrix(params: dict, split: str, target: str | None = None, families=FEATURE
     if columns is None:
         return feature_matrix(measured(params, "trajectory", split, target), families)
     from . import signals
-    values = {f: _values(json.dumps(params, sort_keys=True, default=str), split, target, f, str(paths.cache_dir()))
-              for f in dict.fromkeys(f for f, _ in columns)}
+    key = (json.dumps(params, sort_keys=True, default=str), split, target, str(paths.cache_dir()))
+    values = signals.measurements(params, split, families=list(dict.fromkeys(f for f, _ in columns)),
+                                  read=lambda m: _measured_once(*key, m))
     return signals.matrix(values, columns, params)
 
 
-@functools.lru_cache(maxsize=256)
-def _values(params_json: str, split: str, target: str | None, family: str, cache: str) -> np.ndarray:
-    """One family's raw values on one split, read once per process (every probe of a comparison reads its
-    columns from the same measurements; keyed by the cache folder too, which tests change).  Read-only."""
-    from . import signals
-    params = json.loads(params_json)
-    values = signals.measurements(params, split, families=[family],
-                                  read=lambda m: measured(params, m, split, target))[family]
-    values.flags.writeable = False
-    return values
+@functools.lru_cache(maxsize=64)
+def _measured_once(params_json: str, split: str, target: str | None, cache: str, method: str) -> dict:
+    """:func:`measured`, read once per process: every probe of a comparison reads its columns from the same
+    measurements (keyed by the cache folder too, which tests change).  Callers copy what they take."""
+    return measured(json.loads(params_json), method, split, target)
 
 
 def _stack(params, splits: dict[int, list[str]], part: str, target, families, fit_splits=None, columns=None):
