@@ -47,7 +47,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Sequence
 from urllib.parse import quote
@@ -56,13 +55,11 @@ import papermill
 
 from . import paths, progress
 from .io import atomic_write_text
+from .versions import package_versions
 from .study.profiles import PROFILES, RULES, check_parameter, get_profile
 
 TABLE_SUFFIXES = (".md", ".csv")
 FIGURE_SUFFIXES = (".png", ".pdf")
-FALLBACK_PACKAGES = ("torch", "diffusers", "accelerate", "numpy", "scipy", "pandas", "scikit-learn",
-                     "matplotlib", "seaborn", "pillow", "safetensors", "huggingface-hub", "papermill",
-                     "nbclient", "nbformat", "ipykernel", "jupyterlab", "tqdm", "joblib")
 
 
 @dataclass
@@ -398,22 +395,6 @@ def git_state() -> dict:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
-
-
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of provlib's declared dependencies (and provlib itself)."""
-    try:
-        reqs = [r for r in metadata.requires("provlib") or [] if "extra ==" not in r]
-        names = [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in reqs]
-    except metadata.PackageNotFoundError:
-        names = []
-    versions: dict[str, str | None] = {}
-    for name in ["provlib", *(names or FALLBACK_PACKAGES)]:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def cpu_name() -> str:

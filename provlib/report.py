@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import paths
-from .batch import package_versions
+from .versions import package_versions
 from .io import atomic_write, atomic_write_text
 
 PACKAGES = ("provlib", "torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "papermill")
