@@ -142,3 +142,18 @@ def test_the_digits_dataset_is_the_8x8_uci_set_upsampled():
     d = load_embedded("digits")
     assert d.images.shape == (1797, 1, 16, 16) and set(np.unique(d.labels)) == set(range(10))
     assert float(d.images.min()) == -1.0 and float(d.images.max()) == 1.0
+
+
+def test_the_origin_studys_measurements_show_their_progress_under_the_batch_driver(cache, tmp_path, monkeypatch):
+    # notebooks 09-15 compute re-encoded splits through origin.measured: minutes on the cpu profile that the
+    # batch terminal must show (through the driver's relay file)
+    from provlib import progress
+    from provlib.study import origin as O
+
+    relay = tmp_path / "relay.log"
+    monkeypatch.setenv(progress.ENV, str(relay))
+    monkeypatch.setattr(progress, "_relay", {})
+    params = get_profile("tiny", timestep_stride=250)
+    O.measured(params, "trajectory", "external#4@jpeg75")
+    progress._relay.pop(str(relay)).close()
+    assert "features" in relay.read_text() and "jpeg75" in relay.read_text()

@@ -55,13 +55,14 @@ def mask(params: dict, split: str, n: int) -> np.ndarray:
     return train_mask(n, params["probe_train_frac"], params["seed"], stream)
 
 
-def measured(params: dict, method: str, split: str, target: str | None = None) -> dict:
+def measured(params: dict, method: str, split: str, target: str | None = None, *, progress: bool = True) -> dict:
     """:func:`.membership.measure` of a split; a codec-free subset (``heldout#150``) is read from the
-    whole split's measurements instead of being computed again."""
+    whole split's measurements instead of being computed again.  What is computed (not read from the
+    cache) shows a progress bar unless ``progress`` is False (under the batch driver, on its terminal)."""
     base, count, codec = parse_split(split)
     if count is None or codec != "none":
-        return measure(params, method, split, target=target, progress=False)
-    full = measure(params, method, base, target=target, progress=False)
+        return measure(params, method, split, target=target, progress=progress)
+    full = measure(params, method, base, target=target, progress=progress)
     n = len(next(v for v in full.values() if hasattr(v, "shape")))
     pos = subset_positions(params["seed"], base, n, count)
     return {k: (v[pos] if hasattr(v, "shape") else v) for k, v in full.items()}
