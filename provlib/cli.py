@@ -9,7 +9,7 @@ that stops the command (a model or probe that cannot be used), 2 on a usage erro
 
 An image source SRC is a folder of image files or ``split:TARGET/SPLIT``, a
 split of one of the study's targets (e.g. ``split:fm500/member``).  See
-:mod:`provlib.origin` for what the probe is and how it is stored.
+:mod:`provlib.detector.origin_probe` for what the probe is and how it is stored.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import torch
 
-from . import origin
+from .detector import origin_probe as origin
 
 EXIT_BAD_IMAGES = 3  # some images could not be read (the others were answered); 1: an error, 2: a usage error
 
@@ -115,7 +115,7 @@ def fit(model, lora, members, reference, generated, n_generated, sampler_steps, 
         if kind == "trajectory":
             probe = origin.fit(unet, scheduler, sets, timesteps=grid, seed=seed, device=device, progress=True)
         else:
-            from .study.signals import columns as candidates
+            from .study.measurements import columns as candidates
             probe = origin.fit(unet, scheduler, sets, columns=candidates({"timestep_stride": timestep_stride}),
                                budget=budget or origin.DEFAULT_BUDGET, seed=seed, device=device, progress=True)
     except ValueError as err:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from provlib import origin, paths
+from provlib import paths
+from provlib.detector import origin_probe as origin
 from provlib.data import load_embedded, reencode, to_uint8
 from provlib.models import load_model
 from provlib.sampling import sample

@@ -53,8 +53,8 @@ def test_fit_writes_a_pickle_free_probe(fitted):
     meta = json.loads((fitted / "probe" / "probe.json").read_text())
     assert meta["info"]["rows"] == {"member": 12, "generated": 12, "external": 12}
     # the default: the combined probe, its columns chosen among every family within the default budget
-    from provlib.origin import DEFAULT_BUDGET
-    from provlib.signals import describe, total_passes
+    from provlib.detector.origin_probe import DEFAULT_BUDGET
+    from provlib.detector.columns import describe, total_passes
     cols = [tuple(c) for c in meta["columns"]]
     assert meta["info"]["budget"] == DEFAULT_BUDGET and meta["passes_per_image"] == total_passes(cols) <= DEFAULT_BUDGET
     assert meta["features"] == describe(cols) and "sima_l4@" in meta["info"]["candidates"]

@@ -21,13 +21,13 @@ def test_the_budget_advice_is_the_reports():
 def test_the_default_budget_is_the_reports_and_the_shipped_probe_uses_it():
     import json
 
-    from provlib.origin import DEFAULT_BUDGET, OriginProbe
+    from provlib.detector.origin_probe import DEFAULT_BUDGET, OriginProbe
     from provlib.paths import EMBEDDED_PROBES_DIR
-    from provlib.signals import total_passes
+    from provlib.detector.columns import total_passes
 
     report = (ROOT / "reports/cpu/15_origin_budget_default.md").read_text()
     found = re.search(r"\*\*(\d+) UNet passes per image\*\*", report)
-    assert found and int(found.group(1)) == DEFAULT_BUDGET, "provlib.origin.DEFAULT_BUDGET is not notebook 15's"
+    assert found and int(found.group(1)) == DEFAULT_BUDGET, "provlib.detector.origin_probe.DEFAULT_BUDGET is not notebook 15's"
     probe = OriginProbe.load(EMBEDDED_PROBES_DIR / "fm500")
     assert probe.info["budget"] == DEFAULT_BUDGET and total_passes(probe.columns) <= DEFAULT_BUDGET
     meta = json.loads((EMBEDDED_PROBES_DIR / "fm500" / "probe.json").read_text())

@@ -1,10 +1,10 @@
 """The strongest membership detector a budget of UNet passes per image allows: the combined probe.
 
-Every feature family of :mod:`provlib.study.signals` (the trajectory's L,
+Every feature family of :mod:`provlib.study.measurements` (the trajectory's L,
 grad_x, grad_theta; SimA's clean-image prediction norms; PIA's eps consistency;
 SecMI's t-error), one probe.  For each budget of :data:`BUDGETS` passes per
 image (forward + backward), the columns are chosen on the training rows only
-(:func:`provlib.selection.greedy_select`), then two classifiers are fitted on
+(:func:`provlib.detector.selection.greedy_select`), then two classifiers are fitted on
 the training rows at the same columns and evaluated like every method of the
 membership study (:func:`provlib.study.membership.fitted`: thresholds from
 out-of-fold training scores, metrics on evaluation rows with intervals):
@@ -28,13 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import metrics, probe, selection
+from .. import metrics, probe
+from ..detector import selection
 from ..attacks import gsa
 from ..io import artifact_dir, artifact_lock, code_version, load_state, save_state
-from ..signals import family_blocks
+from ..detector.columns import family_blocks
 from . import artifacts
 from . import membership as M
-from . import signals as G
+from . import measurements as G
 
 BUDGETS = (1, 2, 5, 10, 25, 50, 100)   # UNet passes per image (forward + backward)
 FULL = "full"
@@ -186,7 +187,7 @@ def budget_of(method: str) -> str:
 def default_budget(rows: list[dict]) -> int:
     """The smallest budget whose combined probe's macro TPR@1% lies within the 95% interval of the best
     combined probe (all families included) in every setting: ``rows`` as :func:`three_way` returns them,
-    each with its ``setting``.  ``provlib fit``'s default (:data:`provlib.origin.DEFAULT_BUDGET`)."""
+    each with its ``setting``.  ``provlib fit``'s default (:data:`provlib.detector.origin_probe.DEFAULT_BUDGET`)."""
     m = "macro_tpr@1%"
     chosen = []
     for setting in dict.fromkeys(r["setting"] for r in rows):

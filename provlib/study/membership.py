@@ -34,7 +34,7 @@ from ..kernels import ddim, persample, trajectory
 from ..kernels.trajectory import FEATURES, LAYERS
 from ..metrics import auc, best_threshold, binary_report, operating_point, threshold_at_fpr
 from ..probe import LinearProbe, feature_matrix
-from ..signals import SECMI_K  # SecMI's DDIM step
+from ..detector.columns import SECMI_K  # SecMI's DDIM step
 from . import artifacts
 from .artifacts import _stream_seed, chunked, features, source_of, split_images, timestep_grid, train_mask
 

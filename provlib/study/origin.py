@@ -73,7 +73,7 @@ def matrix(params: dict, split: str, target: str | None = None, families=FEATURE
     :mod:`.signals`), those columns of every signal family."""
     if columns is None:
         return feature_matrix(measured(params, "trajectory", split, target), families)
-    from . import signals
+    from . import measurements as signals
     key = (json.dumps(params, sort_keys=True, default=str), split, target, str(paths.cache_dir()))
     values = signals.measurements(params, split, families=list(dict.fromkeys(f for f, _ in columns)),
                                   read=lambda m: _measured_once(*key, m))

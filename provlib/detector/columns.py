@@ -24,8 +24,8 @@ image by ``(seed, id, t)`` (:func:`provlib.kernels.trajectory.noise_seed`), so
 an image's columns do not depend on its batch.
 
 The study reads the same columns from its cached measurements
-(:mod:`provlib.study.signals`); the command line computes them for new images
-(:mod:`provlib.origin`).
+(:mod:`provlib.study.measurements`); the command line computes them for new images
+(:mod:`provlib.detector.origin_probe`).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .kernels.ddim import t_error_calls
+from ..kernels.ddim import t_error_calls
 
 FAMILIES = ("loss", "grad_x", "grad_theta", "sima_l2", "sima_l4", "pia", "secmi")
 TRAJECTORY = ("loss", "grad_x", "grad_theta")
@@ -97,7 +97,7 @@ def describe(cols: Sequence[tuple[str, int]]) -> str:
 
 def family_blocks(cols: Sequence[tuple[str, int]]) -> list[list[int]]:
     """Indices into ``cols`` of each family's columns, and of the three trajectory families together: the
-    peers' own probes, which greedy selection may take as one first step (:func:`provlib.selection.greedy_select`)."""
+    peers' own probes, which greedy selection may take as one first step (:func:`provlib.detector.selection.greedy_select`)."""
     cols = list(cols)
     blocks = [[j for j, (f, _) in enumerate(cols) if f == family] for family in FAMILIES]
     blocks.append([j for j, (f, _) in enumerate(cols) if f in TRAJECTORY])
@@ -110,8 +110,8 @@ def values(unet, scheduler, images: torch.Tensor, cols: Sequence[tuple[str, int]
 
     The trajectory families are computed per group of timesteps that need the same families, so a
     backward runs only where a gradient column asks for it and the work done is :func:`passes_of`."""
-    from .attacks import pia_distance, secmi_t_error, sima_norms
-    from .kernels.trajectory import trajectory_features
+    from ..attacks import pia_distance, secmi_t_error, sima_norms
+    from ..kernels.trajectory import trajectory_features
 
     cols = check_columns(cols)
     out = np.empty((len(images), len(cols)))

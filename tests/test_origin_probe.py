@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from provlib import origin
+from provlib.detector import origin_probe as origin
 from provlib.data import reencode, to_uint8, to_model_range
 from provlib.io import ArtifactError
 from provlib.models import load_model
@@ -168,7 +168,7 @@ def test_a_probe_of_the_first_format_loads_as_its_trajectory_columns(fitted, tin
 
 
 def test_a_budgeted_fit_keeps_its_columns_within_the_budget(tiny, tmp_path):
-    from provlib.signals import total_passes
+    from provlib.detector.columns import total_passes
 
     sets = {"member": _images(20, 3), "generated": _images(20, 4) * 0.2, "external": _images(20, 5).abs() - 0.5}
     candidates = [*origin.trajectory_columns([10, 500]), ("sima_l2", 0), ("sima_l4", 0), ("sima_l4", 20),

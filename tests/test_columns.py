@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from provlib import attacks
-from provlib.selection import cv_criterion, greedy_select
-from provlib.study import signals as G
+from provlib.detector.selection import cv_criterion, greedy_select
+from provlib.study import measurements as G
 from provlib.study.profiles import get_profile
 
 
@@ -123,7 +123,7 @@ def test_a_block_strong_only_together_is_found_and_a_budget_still_holds():
 
 
 def test_family_blocks_are_the_peers_probes():
-    from provlib.signals import family_blocks
+    from provlib.detector.columns import family_blocks
     cols = [("loss", 0), ("sima_l4", 0), ("grad_x", 0), ("sima_l4", 20), ("pia", 100)]
     assert family_blocks(cols) == [[0], [2], [1, 3], [4], [0, 2]]
 
@@ -138,7 +138,7 @@ def test_the_criterion_is_macro_for_three_classes():
     assert greedy_select(X, y, len, 1).columns == (1,)
 
 
-# ----------------------------------------------------------------------------- columns of new images (provlib.signals)
+# ----------------------------------------------------------------------------- columns of new images (provlib.detector.columns)
 
 def _forward_rows(unet):
     """Count the images the UNet's forward sees (a hook), to check the work done against passes_of."""
@@ -149,7 +149,7 @@ def _forward_rows(unet):
 
 
 def test_signal_values_equal_each_kernel_and_do_the_passes_they_count(model, images):
-    from provlib import signals as S
+    from provlib.detector import columns as S
     from provlib.kernels.trajectory import trajectory_features
 
     unet, sched = model
@@ -173,7 +173,7 @@ def test_signal_values_equal_each_kernel_and_do_the_passes_they_count(model, ima
 
 
 def test_signal_columns_are_checked():
-    from provlib import signals as S
+    from provlib.detector import columns as S
 
     with pytest.raises(ValueError, match="unknown feature family 'lossy'"):
         S.check_columns([("lossy", 0)])

@@ -4,7 +4,7 @@ A detector that may spend at most ``budget`` UNet passes per image picks the
 feature columns it computes.  Columns share passes (the loss and both gradient
 norms at one t come from one forward and one backward; SimA's two norms at one
 t from one forward), so the cost of a set of columns is a function of the whole
-set, given by the caller (:func:`provlib.signals.passes_of`).
+set, given by the caller (:func:`provlib.detector.columns.passes_of`).
 
 :func:`greedy_select` starts from no column and adds, one at a time, the column
 whose addition gives the best cross-validated criterion among those that keep
@@ -32,7 +32,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .metrics import auc, macro_auc, macro_tpr_at_fpr, tpr_at_fpr
+from ..metrics import auc, macro_auc, macro_tpr_at_fpr, tpr_at_fpr
 
 __all__ = ["Selection", "cv_criterion", "greedy_select"]
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from provlib.attribution import keys as K
-from provlib.study import attribution as A
+from provlib.study import training_data as A
 from provlib.study.profiles import get_profile
 
 

@@ -17,7 +17,7 @@ computed by the existing kernels):
 A **column** is ``(family, t)``; its values enter a probe on a log scale.  The
 families, the cost of a set of columns in UNet passes (:func:`passes_of`: each
 pass counted once) and the kernels that compute columns for new images are in
-:mod:`provlib.signals`; this module reads the same columns from the study's
+:mod:`provlib.detector.columns`; this module reads the same columns from the study's
 cached measurements.  For each peer's own columns :func:`passes_of` equals
 :func:`provlib.attacks.passes`.
 """
@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ..probe import log_features
-from ..signals import BACKWARD, FAMILIES, describe, passes_of, total_passes  # noqa: F401 (re-exported)
+from ..detector.columns import BACKWARD, FAMILIES, describe, passes_of, total_passes  # noqa: F401 (re-exported)
 from . import membership as M
 from .artifacts import timestep_grid
 

@@ -15,9 +15,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from . import paths
-from .versions import package_versions
-from .io import atomic_write, atomic_write_text
+from .. import paths
+from ..versions import package_versions
+from ..io import atomic_write, atomic_write_text
 
 PACKAGES = ("provlib", "torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "papermill")
 
