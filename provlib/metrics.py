@@ -254,6 +254,27 @@ def bootstrap_ci(metric_fn: MetricFn, labels: ArrayLike, scores: ArrayLike, n_bo
     return _bootstrap_many({"m": metric_fn}, labels, scores, n_boot, seed, alpha)["m"]
 
 
+def bootstrap_mean(values: ArrayLike, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
+    """``(mean, low, high)``: the mean of ``values`` over their first axis (images, models) and its
+    percentile bootstrap interval, the rows resampled with replacement.
+
+    For (n,) values the three are floats; for (n, k) values, (k,) arrays (one interval per column, the
+    same resamples for every column).  Float values keep their precision; others are taken as float64.
+    """
+    v = np.asarray(values)
+    v = v if v.dtype.kind == "f" else v.astype(np.float64)
+    if v.ndim not in (1, 2) or len(v) == 0:
+        raise ValueError(f"need non-empty (n,) or (n, k) values, got shape {v.shape}")
+    if n_boot < 1 or not 0.0 < alpha < 1.0:
+        raise ValueError(f"need n_boot >= 1 and alpha in (0, 1), got {n_boot}, {alpha}")
+    rng = np.random.default_rng(seed)
+    means = np.stack([v[rng.integers(0, len(v), len(v))].mean(0) for _ in range(n_boot)])
+    lo, hi = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+    if v.ndim == 1:
+        return float(v.mean()), float(lo), float(hi)
+    return v.mean(0), lo, hi
+
+
 # -------------------------------------------------------------------- report
 def fpr_label(max_fpr: float) -> str:
     """``0.1 -> '10%'``, ``0.001 -> '0.1%'``."""

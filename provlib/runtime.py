@@ -1,4 +1,7 @@
-"""Process-level settings for the CPU kernels.
+"""Process-level settings: the default device, and malloc tuned for the CPU kernels.
+
+:func:`default_device` is where every model runs unless a caller names a
+device: CUDA when present, else the CPU.
 
 glibc's ``malloc`` serves large blocks (above a threshold that adapts up to
 32 MiB) with ``mmap`` and gives them back to the system on ``free``; the next
@@ -20,6 +23,8 @@ import ctypes
 import os
 import platform
 
+import torch
+
 _M_TRIM_THRESHOLD = -1   # mallopt parameters, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20      # glibc's largest allowed value on 64-bit systems
@@ -27,6 +32,11 @@ TRIM_THRESHOLD = 2**31 - 1       # never trim in practice
 ENV = "PROVLIB_KEEP_FREED_MEMORY"
 
 _state: bool | None = None
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def keep_freed_memory() -> bool:

@@ -15,7 +15,8 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from .checks import positive_int
 from .progress import progress_bar
-from .kernels.trajectory import default_device, noise_seed
+from .runtime import default_device
+from .seeds import noise_seed
 from .models.ddpm import check_labels
 
 SAMPLERS = ("ddpm", "ddim")

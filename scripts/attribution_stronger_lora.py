@@ -38,7 +38,7 @@ def main(release: str, out: Path) -> None:
     labels = S.release_labels()
     if release == "clean":
         rel = sampling.sample(src, sched, S.RELEASE["n"], method="ddim", num_inference_steps=S.RELEASE["steps"],
-                              seed=S._stream_seed(f"release:{SOURCE}"), class_labels=labels, progress=False)
+                              seed=S.study_seed(f"release:{SOURCE}"), class_labels=labels, progress=False)
     else:
         rel = S.release(SOURCE)[0]
     own_x, own_y = S.pool_images(SOURCE)

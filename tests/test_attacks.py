@@ -160,3 +160,9 @@ def test_passes_count_unet_calls_per_image():
     assert attacks.passes("blind") == {"forward": 0, "backward": 0}
     with pytest.raises(ValueError, match="unknown method"):
         attacks.passes("dire")
+
+
+def test_every_attack_names_the_columns_it_computes():
+    from provlib.attacks.passes import METHOD_FAMILIES
+
+    assert {*METHOD_FAMILIES, "trajectory"} == set(attacks.ATTACKS)

@@ -236,3 +236,24 @@ def test_operating_point_counts_the_rates_of_a_fixed_threshold():
     assert op["tpr_lo"] <= op["tpr"] <= op["tpr_hi"] and op["fpr_lo"] <= op["fpr"] <= op["fpr_hi"]
     with pytest.raises(ValueError, match="threshold is NaN"):
         M.operating_point(y, s, float("nan"))
+
+
+def test_bootstrap_mean_brackets_the_mean_and_is_exact_on_constant_values():
+    m, lo, hi = M.bootstrap_mean([0.2, 0.4, 0.6, 0.8], n_boot=500, seed=0)
+    assert m == pytest.approx(0.5) and lo < m < hi
+    assert M.bootstrap_mean([0.7, 0.7], n_boot=50, seed=0) == (0.7, 0.7, 0.7)
+
+
+def test_bootstrap_mean_resamples_rows_as_a_direct_loop_does():
+    """Against an independent loop: each resample draws n rows with replacement (numpy's choice)."""
+    v = np.random.default_rng(1).normal(size=(37, 3))
+    rng = np.random.default_rng(5)
+    means = np.array([v[rng.choice(len(v), len(v))].mean(0) for _ in range(300)])
+    mean, lo, hi = M.bootstrap_mean(v, n_boot=300, seed=5)
+    np.testing.assert_allclose(mean, v.mean(0))
+    np.testing.assert_allclose(lo, np.quantile(means, 0.025, axis=0))
+    np.testing.assert_allclose(hi, np.quantile(means, 0.975, axis=0))
+    m1, lo1, hi1 = M.bootstrap_mean(v[:, 1], n_boot=300, seed=5)   # one column: the same resamples
+    assert (m1, lo1, hi1) == pytest.approx((mean[1], lo[1], hi[1]))
+    with pytest.raises(ValueError, match="non-empty"):
+        M.bootstrap_mean([], n_boot=10)

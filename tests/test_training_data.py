@@ -93,12 +93,6 @@ def test_discriminator_fit_on_shadow_and_reported_on_test():
         A.discriminate(few, "ours", 5, n_boot=10, seed=0)
 
 
-def test_mean_conf_interval_brackets_the_mean():
-    m, lo, hi = A.mean_conf_ci([0.2, 0.4, 0.6, 0.8], n_boot=500, seed=0)
-    assert m == 0.5 and lo < m < hi
-    assert A.mean_conf_ci([0.7, 0.7], n_boot=50, seed=0) == (0.7, 0.7, 0.7)
-
-
 def test_attribution_parameters_are_checked():
     with pytest.raises(ValueError, match="cannot exceed n_keys_max"):
         get_profile("tiny", n_keys=31)

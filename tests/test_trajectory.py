@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from provlib.kernels.trajectory import FEATURES, noise_seed, reference_features, seeded_noise, trajectory_features
+from provlib.kernels.trajectory import FEATURES, reference_features, seeded_noise, trajectory_features
+from provlib.seeds import noise_seed
 
 TIMESTEPS = [0, 7, 120, 500, 999]
 

@@ -19,16 +19,14 @@ measurements keep their natural direction and their own names
 SeDID detects the model's *generated* images: its scores are higher for them.
 
 :data:`ATTACKS` names them for the harness; :func:`passes` gives each one's
-cost in UNet passes per image.
+cost in UNet passes per image (:mod:`.passes`, where every pass of the package is counted).
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-from ..kernels.ddim import t_error_calls
 from .blind import blind_scores
 from .gsa import gsa_classifier, gsa_features, gsa_scores
 from .loss import loss_score
+from .passes import passes
 from .pia import pia_distance, pia_score
 from .secmi import secmi_nn, secmi_score, secmi_t_error
 from .sedid import sedid_nn, sedid_score, sedid_t_error
@@ -48,30 +46,6 @@ ATTACKS = {
     "sedid_nn": "SeDID_NNs: ResNet on the intermediate results x_t and x_hat_t at T_SE",
     "trajectory": "Tracing the Roots: linear probe on L_t, ||grad_x L_t||^2, ||grad_theta L_t||^2 over a t grid",
 }
-
-
-def passes(method: str, timesteps: Sequence[int] = (), *, k: int = 10, features: Sequence[str] = ()) -> dict:
-    """UNet passes per image of ``method`` on ``timesteps``: ``{"forward": f, "backward": b}``.
-
-    A backward through a batch of r rows of one image counts r passes (its cost).
-    For ``secmi_*`` and ``sedid_*`` the timesteps are SecMI's ``t_sec`` values (SeDID's ``T_SE``); for ``trajectory``,
-    ``features`` are the feature families used (a backward is needed for either gradient).
-    """
-    n = len(timesteps)
-    if method == "loss" or method == "sima":
-        return {"forward": n, "backward": 0}
-    if method in ("pia", "pian"):
-        return {"forward": 1 + n, "backward": 0}
-    if method in ("secmi_stat", "secmi_nn", "sedid_stat", "sedid_nn"):
-        return {"forward": t_error_calls([t - k for t in timesteps], k), "backward": 0}
-    if method in ("gsa1", "gsa2"):
-        return {"forward": n, "backward": n}
-    if method == "blind":
-        return {"forward": 0, "backward": 0}
-    if method == "trajectory":
-        grads = any(f in ("grad_x", "grad_theta") for f in features)
-        return {"forward": n, "backward": n if grads else 0}
-    raise ValueError(f"unknown method {method!r}; choose from {sorted(ATTACKS)}")
 
 
 __all__ = ["ATTACKS", "passes", "loss_score", "pia_score", "pia_distance", "secmi_t_error", "secmi_score",

@@ -7,7 +7,8 @@ import torch
 
 from ..checks import positive_int
 from ..data import check_fits_model, check_images
-from ..kernels.trajectory import check_timesteps, default_device
+from ..kernels.trajectory import check_timesteps
+from ..runtime import default_device
 
 
 def timestep_list(t, scheduler) -> tuple[list[int], bool]:

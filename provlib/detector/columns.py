@@ -13,8 +13,8 @@ by an existing kernel; a **column** is ``(family, t)``:
 | pia          | ||eps0 - eps_theta(x_t, t)||_4^4, x_t from eps0  | attacks.pia_distance                    |
 | secmi        | SecMI's t-error of a DDIM round trip at t_sec = t| attacks.secmi_t_error (kernels.ddim)    |
 
-:func:`passes_of` counts the UNet passes per image of a set of columns, each
-pass once: the loss and both gradient norms at one t share one forward (the
+:func:`passes_of` (:mod:`provlib.attacks.passes`, the one place that counts passes) gives the UNet
+passes per image of a set of columns, each pass once: the loss and both gradient norms at one t share one forward (the
 gradients one backward), SimA's two norms at one t one forward, PIA's columns
 one eps0 = eps_theta(x0, 0) forward (its own: the SimA and PIA kernels run
 apart) and one forward per t, SecMI's t_sec values share one DDIM inversion.
@@ -34,57 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..kernels.ddim import t_error_calls
-
-FAMILIES = ("loss", "grad_x", "grad_theta", "sima_l2", "sima_l4", "pia", "secmi")
-TRAJECTORY = ("loss", "grad_x", "grad_theta")
-BACKWARD = ("grad_x", "grad_theta")
-SECMI_K = 10   # SecMI's DDIM step (t_sec - k -> t_sec)
-
-
-def check_columns(cols) -> list[tuple[str, int]]:
-    """``[(family, t), ...]`` with known families and integer timesteps, none repeated."""
-    out = []
-    for c in cols:
-        try:
-            family, t = c
-        except (TypeError, ValueError):
-            raise ValueError(f"a column is (family, timestep), got {c!r}") from None
-        if family not in FAMILIES:
-            raise ValueError(f"unknown feature family {family!r}; choose from {FAMILIES}")
-        if isinstance(t, bool) or int(t) != t:
-            raise ValueError(f"column {c!r}: the timestep must be an integer")
-        out.append((str(family), int(t)))
-    if len(set(out)) != len(out):
-        raise ValueError(f"repeated columns in {out}")
-    if not out:
-        raise ValueError("no columns")
-    return out
-
-
-def passes_of(cols: Sequence[tuple[str, int]], *, k: int = SECMI_K) -> dict:
-    """UNet passes per image of computing the columns ``cols`` together: ``{"forward", "backward"}``,
-    each pass counted once however many columns read it."""
-    forward, backward, secmi = set(), set(), set()
-    for family, t in check_columns(cols):
-        if family in TRAJECTORY:
-            forward.add(("noised", t))
-            if family in BACKWARD:
-                backward.add(t)
-        elif family in ("sima_l2", "sima_l4"):
-            forward.add(("clean", t))
-        elif family == "pia":
-            forward |= {("pia", "eps0"), ("pia", t)}
-        else:
-            secmi.add(t - k)
-    calls = t_error_calls(sorted(secmi), k) if secmi else 0
-    return {"forward": len(forward) + calls, "backward": len(backward)}
-
-
-def total_passes(cols: Sequence[tuple[str, int]]) -> int:
-    """Forward plus backward passes per image of ``cols`` (the budget's unit)."""
-    p = passes_of(cols)
-    return p["forward"] + p["backward"]
+from ..attacks.passes import BACKWARD, FAMILIES, SECMI_K, TRAJECTORY, check_columns, passes_of, total_passes
 
 
 def describe(cols: Sequence[tuple[str, int]]) -> str:

@@ -28,7 +28,7 @@ import torch
 from ..checks import positive_int
 from ..data import check_fits_model, check_images
 from ..progress import progress_bar
-from .trajectory import default_device
+from ..runtime import default_device
 
 
 def _abar(scheduler, t: int) -> float:

@@ -26,26 +26,13 @@ from torch.func import functional_call, grad, vmap
 from ..checks import names, positive_int
 from ..data import check_fits_model, check_images
 from ..progress import progress_bar
-from ..runtime import keep_freed_memory
+from ..runtime import default_device, keep_freed_memory
+from ..seeds import noise_seed
 from .persample import PerSampleGradNorms, layer_names
 
 FEATURES = ("loss", "grad_x", "grad_theta")
 LAYERS = "grad_theta_layers"  # optional: per-layer ||d L_t / d theta_layer||^2, shape (N, T, n_layers)
 METHODS = ("hooks", "func")
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def noise_seed(seed: int, image_id: int, t: int) -> int:
-    """The 63-bit seed of the noise of image ``image_id`` at timestep ``t`` in run ``seed``."""
-    return _splitmix64(_splitmix64(_splitmix64(int(seed)) ^ int(image_id)) ^ int(t)) >> 1
-
 
 def seeded_noise(ids: Sequence[int], timesteps: Sequence[int], shape: Sequence[int], seed: int = 0) -> torch.Tensor:
     """Noise of shape (len(ids), len(timesteps), *shape): one seeded generator per (id, t)."""
@@ -78,10 +65,6 @@ def check_timesteps(timesteps: Iterable[int], num_train_timesteps: int) -> torch
     if (counts > 1).any():
         raise ValueError(f"timesteps repeat {uniq[counts > 1][:5].tolist()}: each timestep is one feature column")
     return ts
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _noised(acp: torch.Tensor, x0, eps, t):

@@ -19,7 +19,7 @@ from diffusers.training_utils import EMAModel
 
 from ..data import check_images
 from ..io import atomic_write_text, load_state, save_state, tensor_sha256
-from ..kernels.trajectory import default_device
+from ..runtime import default_device
 from ..progress import progress_bar
 
 

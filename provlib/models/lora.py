@@ -89,7 +89,7 @@ def train_lora(unet: torch.nn.Module, scheduler, images: torch.Tensor, cfg: Lora
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
     from ..data import check_images
-    from ..kernels.trajectory import default_device
+    from ..runtime import default_device
     from ..progress import progress_bar
     from .ddpm import check_labels, denoising_loss
 

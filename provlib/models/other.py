@@ -22,7 +22,7 @@ from diffusers import AutoencoderKL
 
 from ..data import check_images
 from ..io import atomic_write_text
-from ..kernels.trajectory import noise_seed
+from ..seeds import noise_seed
 from ..progress import progress_bar
 
 

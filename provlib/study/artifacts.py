@@ -36,6 +36,8 @@ from ..kernels import persample, trajectory
 from ..kernels.trajectory import FEATURES, LAYERS, trajectory_features
 from ..models import ddpm, load_model, model_fingerprint, save_model, train_ddpm
 from ..progress import progress_bar
+from ..runtime import default_device
+from ..seeds import stream_seed
 from ..sampling import sample
 from .targets import TargetConfig, get_target
 
@@ -136,7 +138,7 @@ def trained_model_dir(config: TargetConfig, manifest: SplitManifest, *, retrain:
             unet, scheduler, history = train_ddpm(members.images, config.train, checkpoint=ckpt, progress=progress)
             info = {"config": cfg, "loss_history": history,
                     "command": f"python -m provlib.train --target {config.name} --retrain --embed",
-                    "trained_on": trajectory.default_device().type}
+                    "trained_on": default_device().type}
 
             def write(tmp: Path) -> None:
                 save_model(unet, scheduler, tmp, info)
@@ -192,7 +194,7 @@ def image_sets(params: dict, target: str | None = None) -> dict[str, ImageSet]:
     sets = {split: _embedded(m.datasets[split], config.image_size).subset(idx, name=split)
             for split, idx in m.indices.items()}
     if config.members_evaluated < config.n_member:
-        rng = np.random.default_rng(_stream_seed(params["seed"], f"members evaluated:{config.name}"))
+        rng = np.random.default_rng(stream_seed(params["seed"], f"members evaluated:{config.name}"))
         keep = np.sort(rng.choice(config.n_member, config.members_evaluated, replace=False))
         sets["member"] = sets["member"].subset(keep, name="member")
     return sets
@@ -213,7 +215,7 @@ def generated(params: dict, target: str | None = None, *, progress: bool = True)
     def draw():
         unet, scheduler = t.load()
         return {"images": sample(unet, scheduler, cfg["n"], method="ddpm", num_inference_steps=cfg["steps"],
-                                 seed=_stream_seed(params["seed"], "generated"), progress=progress)}
+                                 seed=stream_seed(params["seed"], "generated"), progress=progress)}
 
     images = cached("samples", cfg, draw, expect={"images": shape})["images"]
     return ImageSet("generated", images, np.arange(len(images)))
@@ -222,11 +224,6 @@ def generated(params: dict, target: str | None = None, *, progress: bool = True)
 def all_sets(params: dict, target: str | None = None, *, progress: bool = True) -> dict[str, ImageSet]:
     """member, heldout, external and generated image sets of a target."""
     return {**image_sets(params, target), "generated": generated(params, target, progress=progress)}
-
-
-def _stream_seed(seed: int, stream: str) -> int:
-    """A seed per noise stream (dataset), so that ids of different datasets never share noise."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{stream}".encode()).digest()[:7], "big")
 
 
 def parse_split(split: str) -> tuple[str, int | None, str]:
@@ -248,7 +245,7 @@ def split_name(base: str, count: int | None = None, codec: str = "none") -> str:
 
 def subset_positions(seed: int, base: str, total: int, n: int) -> np.ndarray:
     """Sorted positions of the seeded ``n``-image subset of split ``base`` (of ``total`` images)."""
-    rng = np.random.default_rng(_stream_seed(seed, f"subset:{base}"))
+    rng = np.random.default_rng(stream_seed(seed, f"subset:{base}"))
     return np.sort(rng.choice(total, min(n, total), replace=False))
 
 
@@ -308,7 +305,7 @@ def features(params: dict, split: str, *, target: str | None = None, chunk: int 
     which the same backward computes (GSA_2 reads it).
     """
     grid = timestep_grid(params)
-    seed = _stream_seed(params["seed"], source_of(params, split, target))
+    seed = stream_seed(params["seed"], source_of(params, split, target))
     names = (*FEATURES, LAYERS)
 
     def compute(model, part, callback):
@@ -390,5 +387,5 @@ def train_mask(n: int, frac: float, seed: int, stream: str) -> np.ndarray:
     if n_train == 0 or n_train == n:
         raise ValueError(f"{n} rows split at {frac} leave an empty train or evaluation split")
     mask = np.zeros(n, dtype=bool)
-    mask[np.random.default_rng(_stream_seed(seed, stream)).permutation(n)[:n_train]] = True
+    mask[np.random.default_rng(stream_seed(seed, stream)).permutation(n)[:n_train]] = True
     return mask

@@ -30,6 +30,7 @@ from ..data import ImageSet, SplitManifest
 from ..io import artifact_dir, artifact_lock, cached, code_version, replace_dir
 from ..kernels import trajectory
 from ..models import TrainConfig, UNetConfig, ddpm, load_model, model_fingerprint, other, save_model, train_ddpm
+from ..seeds import stream_seed
 from ..models.other import VAEConfig, load_vae, sample_vae, save_vae, train_vae
 from .targets import get_target
 
@@ -103,7 +104,7 @@ def open_world(target: str) -> list[str]:
 def generator_manifest(gen: GeneratorConfig, seed: int) -> SplitManifest:
     """The generator's training images: ``n_train`` images of the target's dataset that are neither the
     target's members nor its held-out images, drawn from the run seed and the generator's name."""
-    from .artifacts import _embedded, _stream_seed, make_target_manifest
+    from .artifacts import _embedded, make_target_manifest
 
     target = get_target(gen.of)
     tm = make_target_manifest(target, seed)
@@ -112,7 +113,7 @@ def generator_manifest(gen: GeneratorConfig, seed: int) -> SplitManifest:
     free = np.setdiff1d(np.arange(pool), used)
     if gen.n_train > len(free):
         raise ValueError(f"generator {gen.name!r} asks {gen.n_train} training images; {len(free)} are free")
-    rng = np.random.default_rng(_stream_seed(seed, f"generator:{gen.name}"))
+    rng = np.random.default_rng(stream_seed(seed, f"generator:{gen.name}"))
     members = np.sort(rng.choice(free, gen.n_train, replace=False))
     return SplitManifest(seed, {"member": target.dataset}, {"member": members})
 
@@ -191,14 +192,14 @@ def fingerprint(name: str, seed: int = 0) -> str:
 
 def samples(params: dict, name: str, *, progress: bool = True) -> ImageSet:
     """``params['n_open_world']`` samples of generator ``name`` (cached), float images in [-1, 1]."""
-    from .artifacts import _stream_seed, resolve
+    from .artifacts import resolve
 
     gen = get_generator(name)
     n = params["n_open_world"]
     steps = gen.steps or params["sampler_steps"]
     key = {"generator": name, "model": fingerprint(name, params["seed"]), "code": code_version(sampling, trajectory, other),
            "sampler": gen.sampler, "steps": steps, "n": n, "seed": params["seed"]}
-    seed = _stream_seed(params["seed"], f"generated:{name}")
+    seed = stream_seed(params["seed"], f"generated:{name}")
 
     def draw():
         if gen.kind == "vae":

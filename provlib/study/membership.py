@@ -36,7 +36,8 @@ from ..metrics import auc, best_threshold, binary_report, operating_point, thres
 from ..probe import LinearProbe, feature_matrix
 from ..detector.columns import SECMI_K  # SecMI's DDIM step
 from . import artifacts
-from .artifacts import _stream_seed, chunked, features, source_of, split_images, timestep_grid, train_mask
+from ..seeds import stream_seed
+from .artifacts import chunked, features, source_of, split_images, timestep_grid, train_mask
 
 SETTINGS = {"heldout": "members vs same-distribution held-out images",
             "external": "members vs external images (MNIST)"}
@@ -84,7 +85,7 @@ def measure(params: dict, method: str, split: str, *, target: str | None = None,
         raise ValueError(f"unknown measurement {method!r}; choose from {MEASURES}")
     if method == "trajectory":
         return features(params, split, target=target, progress=progress, seconds=True)
-    seed = _stream_seed(params["seed"], source_of(params, split, target))
+    seed = stream_seed(params["seed"], source_of(params, split, target))
     size = artifacts.get_target(target or params["targets"][0]).image_size
     if method in ("pia", "pian"):
         ts = BASELINE_TIMESTEPS[method]
@@ -229,7 +230,7 @@ def cnn(params, r: Rows, name: str, X: dict, cost: dict, seconds: float, *, shar
     """A CNN method: trained on (a share of) the training rows minus a held-back fifth that sets its threshold."""
     X_tr, X_ev = r.stack(X, "train"), r.stack(X, "eval")
     y_tr, y_ev = r.labels("train"), r.labels("eval")
-    rng = np.random.default_rng(_stream_seed(params["seed"], f"cnn:{name}"))
+    rng = np.random.default_rng(stream_seed(params["seed"], f"cnn:{name}"))
     calib = np.zeros(len(y_tr), bool)
     for c in (0, 1):
         idx = np.flatnonzero(y_tr == c)
@@ -365,7 +366,7 @@ def with_budget(r: Rows, share: float, seed: int) -> tuple[Rows, dict]:
         raise ValueError(f"share must lie in (0, 1], got {share}")
     mask = r.masks["member"]
     train = np.flatnonzero(mask)
-    rng = np.random.default_rng(_stream_seed(seed, f"budget:{share}"))
+    rng = np.random.default_rng(stream_seed(seed, f"budget:{share}"))
     kept_train = np.sort(rng.choice(train, max(2, int(round(share * len(train)))), replace=False))
     keep = {"member": np.sort(np.r_[kept_train, np.flatnonzero(~mask)]),
             r.negative: np.arange(len(r.masks[r.negative]))}

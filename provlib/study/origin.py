@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import paths
 from ..kernels.trajectory import FEATURES
-from ..metrics import auc, best_threshold, bootstrap_ci, macro_auc, macro_tpr_at_fpr, multiclass_balanced_accuracy
+from ..metrics import auc, best_threshold, bootstrap_ci, bootstrap_mean, macro_auc, macro_tpr_at_fpr, multiclass_balanced_accuracy
 from ..probe import LinearProbe, feature_matrix
 from . import artifacts
 from .artifacts import parse_split, split_name, subset_positions, train_mask
@@ -206,7 +206,7 @@ def attribution(params: dict, *, target: str | None = None, count: int | None = 
             if not src.startswith("open:"):   # evaluation rows only; an unseen generator's are all unseen
                 s = s[~mask(params, split, len(s))]
             hit = (s >= thr).astype(float)
-            lo, hi = _interval(hit, params)
+            _, lo, hi = bootstrap_mean(hit, n_boot=params["n_bootstrap"], seed=params["seed"])
             rows[src] = {"attributed": float(hit.mean()), "lo": lo, "hi": hi, "n": int(len(hit))}
         out[method] = {"threshold": float(thr), "chosen_t": chosen, "rows": rows}
     return out
@@ -222,10 +222,3 @@ def oof_scores(params, X, y) -> np.ndarray:
     from .membership import _cv_scores, probe_fit_score
     return _cv_scores(probe_fit_score(params["seed"]), X, y, params["seed"])
 
-
-def _interval(hit: np.ndarray, params: dict) -> tuple[float, float]:
-    """Bootstrap percentile interval of a share."""
-    rng = np.random.default_rng(params["seed"])
-    means = [hit[rng.integers(0, len(hit), len(hit))].mean() for _ in range(params["n_bootstrap"])]
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)

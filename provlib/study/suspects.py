@@ -41,7 +41,8 @@ from .. import paths, sampling
 from ..attribution import watermark
 from ..data import SplitManifest, make_manifest
 from ..io import artifact_dir, artifact_lock, cached, code_version, replace_dir
-from ..kernels.trajectory import default_device
+from ..runtime import default_device
+from ..seeds import stream_seed
 from ..models import ddpm, load_model, save_model, train_ddpm
 from ..models import lora as lora_mod
 from ..models.ddpm import TrainConfig, UNetConfig
@@ -115,8 +116,10 @@ def suspects_of(source: str, role: str) -> list[Suspect]:
 
 # ----------------------------------------------------------------------------- data
 
-def _stream_seed(stream: str, seed: int = 0) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:attribution:{stream}".encode()).digest()[:8], "little")
+def study_seed(stream: str, seed: int = 0) -> int:
+    """The seed of one of this study's draws: :func:`provlib.seeds.stream_seed` of ``attribution:<stream>``, in
+    the layout the shipped pools, releases and suspects were drawn with (8 bytes, little-endian)."""
+    return stream_seed(seed, f"attribution:{stream}", nbytes=8, byteorder="little")
 
 
 @lru_cache(maxsize=2)
@@ -125,7 +128,7 @@ def pools(seed: int = 0) -> SplitManifest:
     from .artifacts import _embedded
 
     datasets = sorted({ds for ds, _ in POOLS.values()})
-    return make_manifest(dict(POOLS), _stream_seed("pools", seed), {ds: len(_embedded(ds, SIZE)) for ds in datasets})
+    return make_manifest(dict(POOLS), study_seed("pools", seed), {ds: len(_embedded(ds, SIZE)) for ds in datasets})
 
 
 def pool_images(name: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,7 +196,7 @@ def release_labels() -> torch.Tensor:
 
 
 def watermark_key(source: str) -> int:
-    return _stream_seed(f"watermark:{source}") % (2 ** 31)
+    return study_seed(f"watermark:{source}") % (2 ** 31)
 
 
 def _release_record(source: str, seed: int) -> dict:
@@ -229,7 +232,7 @@ def release(source: str, seed: int = 0, *, progress: bool = True) -> tuple[torch
     def draw():
         unet, scheduler = load(source, seed)
         x = sampling.sample(unet, scheduler, RELEASE["n"], method=RELEASE["method"],
-                            num_inference_steps=RELEASE["steps"], seed=_stream_seed(f"release:{source}", seed),
+                            num_inference_steps=RELEASE["steps"], seed=study_seed(f"release:{source}", seed),
                             class_labels=labels, progress=progress)
         return {"pixels": torch.from_numpy(to_uint8(watermark.embed(x, watermark_key(source))))}
 
@@ -262,7 +265,7 @@ def suspect_data(name: str, seed: int = 0) -> dict:
     """A suspect's fine-tuning set: ``{"images", "labels", "generated" (bool per image), "release_index",
     "real_index"}``: ``rho * 500`` images of its source's release and the rest from the real pool."""
     s = get_suspect(name)
-    rng = np.random.default_rng(_stream_seed(f"suspect:{name}", seed))
+    rng = np.random.default_rng(study_seed(f"suspect:{name}", seed))
     real_x, real_y = pool_images("real", seed)
     real_idx = np.sort(rng.choice(len(real_x), N_SUSPECT - s.n_generated, replace=False))
     parts_x, parts_y = [real_x[real_idx]], [real_y[real_idx]]
@@ -283,7 +286,7 @@ def _suspect_record(name: str, seed: int) -> dict:
     return {"kind": "LoRA fine-tune", "base": BASE, "source": s.source, "rho": s.rho, "role": s.role,
             "index": s.index, "n_generated": s.n_generated, "n_real": N_SUSPECT - s.n_generated,
             "data_sha256": hashlib.sha256(d["images"].numpy().tobytes()).hexdigest(),
-            "train": {**SUSPECT_TRAIN.to_dict(), "seed": _stream_seed(f"lora:{name}", seed) % (2 ** 31)}}
+            "train": {**SUSPECT_TRAIN.to_dict(), "seed": study_seed(f"lora:{name}", seed) % (2 ** 31)}}
 
 
 def embedded_suspect_dir(name: str) -> Path:

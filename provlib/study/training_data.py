@@ -188,15 +188,6 @@ def confs(table: pd.DataFrame, n: int, role: str = "test") -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def mean_conf_ci(values, *, n_boot: int, seed: int, alpha: float = 0.05) -> tuple[float, float, float]:
-    """Mean of per-model confs with a percentile bootstrap interval over models."""
-    v = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    boots = rng.choice(v, size=(n_boot, len(v)), replace=True).mean(1)
-    lo, hi = np.percentile(boots, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(v.mean()), float(lo), float(hi)
-
-
 # ----------------------------------------------------------------------------- statistical level
 
 DISCRIMINATORS = {"ours": ("generation", "training"), "generation": ("generation",), "training": ("training",),
