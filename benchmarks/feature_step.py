@@ -16,7 +16,6 @@ import time
 import torch
 
 from provlib import study
-from provlib.study.profiles import get_profile
 from provlib.kernels.trajectory import trajectory_features
 
 
@@ -26,10 +25,10 @@ def main(argv=None) -> None:
     ap.add_argument("--split", default="member", choices=["member", "heldout", "external"])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
-    params = get_profile(args.profile)
-    images = study.image_sets(params)[args.split]
-    unet, scheduler = study.target_model(params, progress=False)
-    grid = study.timestep_grid(params)
+    target = study.Run.from_profile(args.profile).target()
+    images = target.image_sets[args.split]
+    unet, scheduler = target.load()
+    grid = target.run.grid
     times = {"func": [], "hooks": []}
     for _ in range(args.repeats):
         for method in times:

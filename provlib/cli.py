@@ -48,14 +48,14 @@ def _images(source: str, channels: int, size: int) -> torch.Tensor:
     from .data import load_image_folder
 
     if source.startswith("split:"):
-        from .study import artifacts
+        from .study import Run, split_images
 
         target, _, split = source[len("split:"):].partition("/")
         if split.partition("#")[0].partition("@")[0] not in ("member", "heldout", "external"):
             _fail(f"{source}: a split is member, heldout or external (optionally #N for a seeded subset "
                   f"of N images, @CODEC for a re-encoding), not {split!r}")
-        try:
-            return artifacts.split_images({"seed": 0, "targets": [target]}, split, target).images
+        try:   # the study's splits, drawn from seed 0
+            return split_images(Run.from_profile("cpu", seed=0).target(target), split).images
         except ValueError as err:
             _fail(f"{source}: {err}")
     try:
@@ -115,8 +115,10 @@ def fit(model, lora, members, reference, generated, n_generated, sampler_steps, 
         if kind == "trajectory":
             probe = origin.fit(unet, scheduler, sets, timesteps=grid, seed=seed, device=device, progress=True)
         else:
+            from .study import Run
             from .study.measurements import columns as candidates
-            probe = origin.fit(unet, scheduler, sets, columns=candidates({"timestep_stride": timestep_stride}),
+            grid_run = Run.from_profile("cpu", timestep_stride=timestep_stride)   # the study's candidate columns
+            probe = origin.fit(unet, scheduler, sets, columns=candidates(grid_run),
                                budget=budget or origin.DEFAULT_BUDGET, seed=seed, device=device, progress=True)
     except ValueError as err:
         _fail(str(err))

@@ -21,7 +21,6 @@ import torch
 import torch.distributed as dist
 
 from . import study
-from .study.profiles import get_profile
 
 SPLITS = ("member", "heldout", "external", "generated")
 
@@ -46,25 +45,24 @@ def digest(feats: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def run(params: dict, splits, chunk: int, rank: int, world: int, local_rank: int,
-        targets=None) -> dict | None:
-    """Compute this rank's shards of every split of every target; on rank 0 return the merged features."""
+def run(study_run: study.Run, splits, chunk: int, rank: int, world: int, local_rank: int) -> dict | None:
+    """Compute this rank's shards of every split of every target of ``study_run``; on rank 0 return the merged
+    features."""
     device = _device(local_rank)
-    targets = list(targets or params["targets"])
+    targets = [study_run.target(name) for name in study_run.targets]
     if rank == 0:  # a model that must be trained, and the samples, are made once, by rank 0, and cached
         for target in targets:
-            study.resolve(target, params["seed"])
+            study.resolve(target.name, study_run.seed)   # trained now if it must be, once
             if "generated" in splits:
-                study.generated(params, target, progress=True)
+                study.generated(target, progress=True)
     _barrier(world)
     for target in targets:
         for split in splits:
-            study.features(params, split, target=target, chunk=chunk, shard=(rank, world), device=device,
-                           progress=rank == 0)
+            study.features(target, split, chunk=chunk, shard=(rank, world), device=device, progress=rank == 0)
     _barrier(world)
     if rank != 0:
         return None
-    return {f"{target}/{split}": study.features(params, split, target=target, chunk=chunk, progress=False)
+    return {f"{target.name}/{split}": study.features(target, split, chunk=chunk, progress=False)
             for target in targets for split in splits}
 
 
@@ -90,8 +88,8 @@ def main(argv=None) -> None:
     if world > 1:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
-        params = get_profile(args.profile, targets=args.targets)
-        merged = run(params, args.splits, args.chunk, rank, world, local_rank)
+        study_run = study.Run.from_profile(args.profile, targets=args.targets)
+        merged = run(study_run, args.splits, args.chunk, rank, world, local_rank)
     finally:
         if world > 1:
             dist.destroy_process_group()

@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import argparse
 
-from .study import artifacts, generators, suspects
+from .study import generators, suspects, targets
 from .study.profiles import get_profile
 from .study.targets import TARGETS, get_target
 
 
 def train_target(name: str, *, seed: int = 0, retrain: bool = False, embed: bool = False) -> None:
     """Train (or reuse) target ``name``; with ``embed``, ship it."""
-    shipped = artifacts.embedded_model_dir(name)
-    if not retrain and artifacts.shipped_matches(name, seed):
+    shipped = targets.embedded_model_dir(name)
+    if not retrain and targets.shipped_matches(name, seed):
         print(f"the shipped model {shipped} already matches target {name!r}: nothing to train"
               + (" or embed (use --retrain to replace it)" if embed else ""))
         return
     config = get_target(name)
-    manifest = artifacts.make_target_manifest(config, seed)
-    model_dir = artifacts.trained_model_dir(config, manifest, retrain=retrain)
+    manifest = targets.target_manifest(config, seed)
+    model_dir = targets.trained_model_dir(config, manifest, retrain=retrain)
     print(f"trained model: {model_dir}")
     if embed:
-        artifacts.embed_model(model_dir, name)
+        targets.embed_model(model_dir, name)
         print(f"embedded model written to {shipped}")
 
 

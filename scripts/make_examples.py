@@ -18,22 +18,22 @@ from provlib.detector import origin_probe as origin
 from provlib.data import load_embedded, reencode, to_uint8
 from provlib.models import load_model
 from provlib.sampling import sample
-from provlib.study import artifacts
+from provlib.study import Run, subset_positions
 
 OUT = paths.EMBEDDED_EXAMPLES_DIR
 
 
 def main() -> None:
     probe = origin.OriginProbe.load(paths.EMBEDDED_PROBES_DIR / "fm500")
-    params = {"seed": 0, "targets": ["fm500"]}
-    sets = artifacts.image_sets(params, "fm500")
+    target = Run.from_profile("cpu", seed=0).target("fm500")
+    sets = target.image_sets
     calib_members = set(probe.calib_ids[probe.calib_labels == 0].tolist())
     ids = origin.content_ids(reencode(sets["member"].images, "png"))
     member = sets["member"].images[[i for i, c in enumerate(ids) if c in calib_members][0]]
-    used = artifacts.subset_positions(0, "heldout", len(sets["heldout"]), 500)
+    used = subset_positions(0, "heldout", len(sets["heldout"]), 500)
     heldout = sets["heldout"].images[np.setdiff1d(np.arange(len(sets["heldout"])), used)[0]]
     mnist = load_embedded("mnist")
-    external = mnist.images[np.setdiff1d(np.arange(len(mnist)), artifacts.manifest(params, "fm500").indices["external"])[0]]
+    external = mnist.images[np.setdiff1d(np.arange(len(mnist)), target.manifest.indices["external"])[0]]
     unet, scheduler = load_model(paths.EMBEDDED_MODELS_DIR / "fm500")
     generated = sample(unet, scheduler, 1, num_inference_steps=100, seed=0, ids=[2 * 10 ** 9])[0]
     OUT.mkdir(parents=True, exist_ok=True)

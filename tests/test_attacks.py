@@ -14,7 +14,7 @@ from provlib.classifiers import classifier_scores, train_classifier
 from provlib.kernels.ddim import t_errors
 from provlib.kernels.trajectory import LAYERS, seeded_noise, trajectory_features
 from provlib.models import TrainConfig, load_model, make_scheduler
-from provlib.study.profiles import get_profile
+from provlib.study import Run
 
 
 class LinearEps(torch.nn.Module):
@@ -90,7 +90,7 @@ def test_secmi_compares_the_state_below_t_sec_with_its_round_trip(sched, x0):
 
 def test_gsa_2_is_the_mean_over_t_of_the_per_layer_norms(sched):
     unet, _ = load_model(paths.EMBEDDED_MODELS_DIR / "tiny")
-    images = study.image_sets(get_profile("tiny"))["member"].images[:3]
+    images = Run.from_profile("tiny").target().image_sets["member"].images[:3]
     ts = [0, 500]
     per_t = trajectory_features(unet, sched, images, ts, seed=1, features=[LAYERS])[LAYERS]
     gsa2 = attacks.gsa_features(unet, sched, images, ts, variant=2, seed=1)
@@ -127,8 +127,7 @@ def test_the_cnn_learns_a_separable_problem_and_is_seeded():
 @pytest.fixture(scope="module")
 def memorised():
     """The embedded cpu target (1,000 epochs on 500 images) with 48 members and 48 held-out images."""
-    params = get_profile("cpu")
-    sets = study.image_sets(params, "fm500")
+    sets = Run.from_profile("cpu").target("fm500").image_sets
     unet, sched = load_model(paths.EMBEDDED_MODELS_DIR / "fm500")
     x = torch.cat([sets["member"].images[:48], sets["heldout"].images[:48]])
     ids = np.r_[sets["member"].ids[:48], sets["heldout"].ids[:48] + 100_000]

@@ -24,6 +24,7 @@ from PIL import Image
 from provlib import batch, data, io, metrics, paths, study
 from provlib.data import ImageRangeWarning, SplitManifest
 from provlib.models import TrainConfig, UNetConfig, build_unet, load_model, make_scheduler, save_model, train_ddpm
+from provlib.study import Run
 from provlib.study.profiles import get_profile
 from provlib.sampling import sample
 from provlib.kernels.trajectory import trajectory_features
@@ -150,9 +151,9 @@ CASES = [
      "probe_train_frac must be a number strictly between 0 and 1"),
     ("a count given as text", lambda c: get_profile("tiny", n_bootstrap="300"), ValueError,
      r"n_bootstrap must be a positive integer, got '300' \(str\)"),
-    ("feature chunk 0", lambda c: study.features(get_profile("tiny"), "heldout", chunk=0, progress=False),
+    ("feature chunk 0", lambda c: study.features(Run.from_profile("tiny").target(), "heldout", chunk=0, progress=False),
      ValueError, "chunk must be a positive integer"),
-    ("an unknown split", lambda c: study.features(get_profile("tiny"), "train", progress=False), ValueError,
+    ("an unknown split", lambda c: study.features(Run.from_profile("tiny").target(), "train", progress=False), ValueError,
      "unknown split 'train'"),
     # ---- split manifests, even with a recomputed sha256
     ("manifest splits that overlap", lambda c: SplitManifest.load(_manifest_file(c, {"member": [1, 2, 3],
@@ -313,8 +314,8 @@ def test_no_package_file_loads_with_pickle():
 
 
 def test_a_planted_pickle_in_the_feature_cache_is_refused(ctx):
-    params = get_profile("tiny", timestep_stride=500)
-    study.features(params, "external", progress=False)
+    target = Run.from_profile("tiny", timestep_stride=500).target()
+    study.features(target, "external", progress=False)
     (chunk,) = list((ctx["tmp"] / "cache" / "features").glob("*/result.safetensors"))
     sentinel = ctx["tmp"] / "code-ran"
 
@@ -324,5 +325,5 @@ def test_a_planted_pickle_in_the_feature_cache_is_refused(ctx):
 
     chunk.write_bytes(pickle.dumps({"loss": Payload()}))
     with pytest.raises(io.ArtifactError, match=f"{chunk.name} is not a readable safetensors artifact"):
-        study.features(params, "external", progress=False)
+        study.features(target, "external", progress=False)
     assert not sentinel.exists()

@@ -255,7 +255,7 @@ def test_every_notebook_parameter_is_visible_to_papermill():
                     if "=" in line and not line.lstrip().startswith("#")]
         declared = papermill.inspect_notebook(str(nb))
         assert sorted(declared) == sorted(assigned), nb.name
-        assert set(PROFILES["cpu"]) <= set(declared), nb.name
+        assert {"profile", "seed"} <= set(declared) <= set(PROFILES["cpu"]), nb.name
 
 
 def test_a_notebook_kernel_records_versions_without_importing_the_batch_driver():

@@ -13,7 +13,7 @@ from PIL import Image
 
 from provlib.data import to_uint8
 from provlib.paths import EMBEDDED_MODELS_DIR
-from provlib.study import artifacts
+from provlib.study import Run
 
 TINY = str(EMBEDDED_MODELS_DIR / "tiny")
 PROVLIB = str(Path(sys.executable).parent / "provlib")
@@ -39,7 +39,7 @@ def write_pngs(images, folder: Path, prefix: str) -> list[Path]:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    sets = artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")
+    sets = Run.from_profile("tiny").target().image_sets
     write_pngs(sets["member"].images[:12], root / "members", "m")
     write_pngs(sets["heldout"].images[:12], root / "reference", "h")
     run("fit", "--model", TINY, "--members", root / "members", "--reference", root / "reference",
@@ -62,7 +62,7 @@ def test_fit_writes_a_pickle_free_probe(fitted):
 
 def test_fit_the_trajectory_probe_and_refuse_a_budget_with_it(tmp_path):
     root = tmp_path
-    sets = artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")
+    sets = Run.from_profile("tiny").target().image_sets
     write_pngs(sets["member"].images[:10], root / "members", "m")
     write_pngs(sets["heldout"].images[:10], root / "reference", "h")
     args = ["fit", "--model", TINY, "--members", root / "members", "--reference", root / "reference",
@@ -76,7 +76,7 @@ def test_fit_the_trajectory_probe_and_refuse_a_budget_with_it(tmp_path):
 
 
 def test_verdict_answers_good_images_and_names_each_bad_one(fitted, tmp_path):
-    good = write_pngs(artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")["member"].images[:2],
+    good = write_pngs(Run.from_profile("tiny").target().image_sets["member"].images[:2],
                       tmp_path / "imgs", "ok")
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "imgs" / "big.png")
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "rgb.png")
@@ -96,7 +96,7 @@ def test_verdict_answers_good_images_and_names_each_bad_one(fitted, tmp_path):
 
 
 def test_verdict_json_is_one_document_with_probabilities_and_thresholds(fitted, tmp_path):
-    write_pngs(artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")["external"].images[:2],
+    write_pngs(Run.from_profile("tiny").target().image_sets["external"].images[:2],
                tmp_path, "x")
     out = run("verdict", "--model", TINY, "--probe", fitted / "probe", "--json", "--max-fpr", 0.1, tmp_path,
               check_rc=0)
@@ -112,7 +112,7 @@ def test_verdict_json_is_one_document_with_probabilities_and_thresholds(fitted, 
 
 
 def test_a_probe_of_another_model_is_refused(fitted, tmp_path):
-    write_pngs(artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")["member"].images[:1], tmp_path, "m")
+    write_pngs(Run.from_profile("tiny").target().image_sets["member"].images[:1], tmp_path, "m")
     out = run("verdict", "--model", EMBEDDED_MODELS_DIR / "fm500", "--probe", fitted / "probe", tmp_path)
     assert out.returncode == 1 and "fingerprint" in out.stderr and "provlib fit" in out.stderr
 
@@ -126,7 +126,7 @@ def test_a_lora_adapter_makes_another_model(fitted, tmp_path):
     unet, _ = load_model(TINY)
     peft_model = get_peft_model(copy.deepcopy(unet), LoraConfig(r=2, target_modules=["conv1"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "adapter")
-    write_pngs(artifacts.image_sets({"seed": 0, "targets": ["tiny"]}, "tiny")["member"].images[:1], tmp_path / "i", "m")
+    write_pngs(Run.from_profile("tiny").target().image_sets["member"].images[:1], tmp_path / "i", "m")
     out = run("verdict", "--model", TINY, "--lora", tmp_path / "adapter", "--probe", fitted / "probe", tmp_path / "i")
     assert out.returncode == 1 and "fingerprint" in out.stderr
     out = run("verdict", "--model", TINY, "--lora", tmp_path / "nothing", "--probe", fitted / "probe", tmp_path / "i")

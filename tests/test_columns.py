@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from provlib import attacks
+from provlib.attacks.passes import FAMILIES, passes_of, total_passes
 from provlib.detector.selection import cv_criterion, greedy_select
 from provlib.study import measurements as G
-from provlib.study.profiles import get_profile
+from provlib.study import Run
 
 
 @pytest.fixture(scope="module")
@@ -46,38 +47,38 @@ def test_clean_image_and_pia_families_match_a_float64_loop(model, images):
 
 
 def test_the_families_read_the_measurements_the_study_caches():
-    p = get_profile("tiny")
+    p = Run.from_profile("tiny")
     cols = G.columns(p)
-    assert len(cols) == len(set(cols)) and {f for f, _ in cols} == set(G.FAMILIES)
-    values = {f: np.arange(1, 1 + 3 * len(G.family_timesteps(p, f)), dtype=float).reshape(3, -1) for f in G.FAMILIES}
+    assert len(cols) == len(set(cols)) and {f for f, _ in cols} == set(FAMILIES)
+    values = {f: np.arange(1, 1 + 3 * len(G.family_timesteps(p, f)), dtype=float).reshape(3, -1) for f in FAMILIES}
     pick = [("secmi", 100), ("loss", 200), ("sima_l2", 0)]
     X = G.matrix(values, pick, p)
     expect = [values["secmi"][:, G.family_timesteps(p, "secmi").index(100)],
               values["loss"][:, G.family_timesteps(p, "loss").index(200)], values["sima_l2"][:, 0]]
     np.testing.assert_allclose(X, np.log(np.stack(expect, 1)))
     with pytest.raises(ValueError, match="unknown feature family"):
-        G.passes_of([("lossy", 0)])
+        passes_of([("lossy", 0)])
 
 
 def test_passes_count_shared_passes_once_and_equal_each_peers_cost():
     """Each peer's family over its grid costs what the peer's own run costs (counted by hand)."""
-    p = get_profile("cpu")
-    assert G.passes_of(G.columns(p, ["sima_l4"])) == {"forward": 8, "backward": 0}      # one forward per t
-    assert G.passes_of(G.columns(p, ["pia"])) == {"forward": 1 + 5, "backward": 0}      # eps0, then one per t
+    p = Run.from_profile("cpu")
+    assert passes_of(G.columns(p, ["sima_l4"])) == {"forward": 8, "backward": 0}      # one forward per t
+    assert passes_of(G.columns(p, ["pia"])) == {"forward": 1 + 5, "backward": 0}      # eps0, then one per t
     # SecMI at t_sec 50, 100, 200 (k = 10): one inversion to 190 (19 steps) and a 2-call round trip per t_sec
-    assert G.passes_of(G.columns(p, ["secmi"])) == {"forward": 19 + 2 * 3, "backward": 0}
-    assert G.passes_of(G.columns(p, ["loss", "grad_x", "grad_theta"])) == {"forward": 20, "backward": 20}
-    assert G.total_passes([("loss", 100), ("grad_x", 100), ("grad_theta", 100)]) == 2   # one forward, one backward
-    assert G.total_passes([("sima_l2", 20), ("sima_l4", 20)]) == 1
-    assert G.total_passes([("pia", 100), ("pia", 200)]) == 3         # one eps0 forward, one per t
-    assert G.total_passes([("sima_l4", 0), ("pia", 200)]) == 3       # PIA's eps0 forward is its own
-    assert G.total_passes([("secmi", 50), ("secmi", 100)]) == 9 + 2 * 2   # one inversion to 90, two round trips
+    assert passes_of(G.columns(p, ["secmi"])) == {"forward": 19 + 2 * 3, "backward": 0}
+    assert passes_of(G.columns(p, ["loss", "grad_x", "grad_theta"])) == {"forward": 20, "backward": 20}
+    assert total_passes([("loss", 100), ("grad_x", 100), ("grad_theta", 100)]) == 2   # one forward, one backward
+    assert total_passes([("sima_l2", 20), ("sima_l4", 20)]) == 1
+    assert total_passes([("pia", 100), ("pia", 200)]) == 3         # one eps0 forward, one per t
+    assert total_passes([("sima_l4", 0), ("pia", 200)]) == 3       # PIA's eps0 forward is its own
+    assert total_passes([("secmi", 50), ("secmi", 100)]) == 9 + 2 * 2   # one inversion to 90, two round trips
 
 
 def test_a_budget_is_never_exceeded():
-    p = get_profile("cpu")
+    p = Run.from_profile("cpu")
     cols = G.columns(p)
-    cost = lambda idx: G.total_passes([cols[i] for i in idx])   # noqa: E731
+    cost = lambda idx: total_passes([cols[i] for i in idx])   # noqa: E731
     for budget in (1, 2, 3, 5, 10, 25):
         rng = np.random.default_rng(budget)
         y = np.r_[np.ones(40, int), np.zeros(40, int)]

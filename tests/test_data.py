@@ -6,7 +6,6 @@ import torch
 from PIL import Image
 
 from provlib import data, paths
-from provlib.study.profiles import get_profile
 from provlib import study
 
 
@@ -63,10 +62,10 @@ def test_splits_never_overlap_and_follow_the_seed():
 
 
 def test_study_splits_are_disjoint_and_pixel_distinct():
-    params = get_profile("cpu")
-    m = study.manifest(params, "fm500")
+    target = study.Run.from_profile("cpu").target("fm500")
+    m = target.manifest
     assert not set(m.indices["member"]) & set(m.indices["heldout"])
-    sets = study.image_sets(params)
+    sets = target.image_sets
     members = {img.numpy().tobytes() for img in sets["member"].images}
     assert not any(img.numpy().tobytes() in members for img in sets["heldout"].images)
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from provlib import study
-from provlib.study.profiles import get_profile
 
 SPLITS = ["heldout", "generated"]
 ARGS = ["-m", "provlib.extract", "--profile", "tiny", "--chunk", "50", "--splits", *SPLITS]
@@ -20,8 +19,8 @@ def _env(cache):
 
 def _features(cache, monkeypatch):
     monkeypatch.setenv("PROVLIB_CACHE_DIR", str(cache))
-    params = get_profile("tiny")
-    return {s: study.features(params, s, chunk=50, progress=False) for s in SPLITS}
+    target = study.Run.from_profile("tiny").target()
+    return {s: study.features(target, s, chunk=50, progress=False) for s in SPLITS}
 
 
 @pytest.fixture(scope="module")

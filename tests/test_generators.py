@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from provlib.models.other import VAEConfig, latent_shape, load_vae, sample_vae, save_vae, train_vae
-from provlib.study import artifacts, generators as G
+from provlib.study import Run, artifacts, generators as G
+from provlib.study import run as study_run
+from provlib.study.targets import get_target, target_manifest
 from provlib.study.profiles import get_profile
 
 
@@ -14,7 +16,7 @@ from provlib.study.profiles import get_profile
 def test_training_images_are_disjoint_from_the_targets_members_and_heldout(name):
     gen = G.get_generator(name)
     m = G.generator_manifest(gen, 0).indices["member"]
-    tm = artifacts.make_target_manifest(artifacts.get_target(gen.of), 0)
+    tm = target_manifest(get_target(gen.of), 0)
     assert len(m) == gen.n_train == len(np.unique(m))
     assert not np.intersect1d(m, np.r_[tm.indices["member"], tm.indices["heldout"]]).size
 
@@ -42,8 +44,8 @@ def test_a_sampler_generator_has_nothing_to_train():
 
 
 def test_tiny_open_world_samples_are_cached_images_in_range():
-    p = get_profile("tiny", n_open_world=6)
-    for name in p["open_world"]:
+    p = Run.from_profile("tiny", n_open_world=6)
+    for name in p.open_world:
         s = G.samples(p, name, progress=False)
         assert s.images.shape == (6, 1, 16, 16) and s.images.min() >= -1 and s.images.max() <= 1
         assert torch.equal(G.samples(p, name, progress=False).images, s.images)
@@ -55,18 +57,18 @@ def test_tiny_open_world_samples_are_cached_images_in_range():
 
 
 def test_open_world_splits_and_codecs_are_split_names():
-    p = get_profile("tiny", n_open_world=6)
-    assert artifacts.source_of(p, "open:tiny-vae") == "generated:tiny-vae"
-    assert artifacts.source_of(p, "member#10@jpeg75") == artifacts.source_of(p, "member")
-    sub = artifacts.split_images(p, "heldout#10", "tiny")
-    full = artifacts.split_images(p, "heldout", "tiny")
-    pos = artifacts.subset_positions(0, "heldout", len(full), 10)
+    p = Run.from_profile("tiny", n_open_world=6).target("tiny")
+    assert p.source_of("open:tiny-vae") == "generated:tiny-vae"
+    assert p.source_of("member#10@jpeg75") == p.source_of("member")
+    sub = artifacts.split_images(p, "heldout#10")
+    full = artifacts.split_images(p, "heldout")
+    pos = study_run.subset_positions(0, "heldout", len(full), 10)
     assert np.array_equal(sub.ids, full.ids[pos]) and torch.equal(sub.images, full.images[pos])
-    coded = artifacts.split_images(p, "heldout#10@resize", "tiny")
+    coded = artifacts.split_images(p, "heldout#10@resize")
     assert np.array_equal(coded.ids, sub.ids) and not torch.equal(coded.images, sub.images)
     for bad, msg in (("member@gif", "unknown codec"), ("member#0", "positive integer"), ("open:gan", "unknown generator")):
         with pytest.raises(ValueError, match=msg):
-            artifacts.source_of(p, bad)
+            p.source_of(bad)
 
 
 def test_vae_samples_are_seeded_per_id_and_survive_a_save(tmp_path):

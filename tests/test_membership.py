@@ -4,19 +4,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from provlib.study import Run
 from provlib.study import membership as M
-from provlib.study.profiles import get_profile
+from provlib.study.measurements import gsa_timesteps
 
 
 def test_gsa_reads_ten_evenly_spread_points_of_the_grid():
-    assert M.gsa_timesteps(get_profile("tiny")) == list(range(0, 1000, 100))
-    cpu = M.gsa_timesteps(get_profile("cpu"))
+    assert gsa_timesteps(Run.from_profile("tiny")) == list(range(0, 1000, 100))
+    cpu = gsa_timesteps(Run.from_profile("cpu"))
     assert len(cpu) == 10 and cpu[0] == 0 and cpu[-1] == 950 and all(t % 50 == 0 for t in cpu)
 
 
 def test_rows_share_the_members_across_settings_and_never_mix_train_and_eval():
-    params = get_profile("tiny")
-    held, ext = M.rows(params, "heldout"), M.rows(params, "external")
+    target = Run.from_profile("tiny").target()
+    held, ext = M.rows(target, "heldout"), M.rows(target, "external")
     assert (held.masks["member"] == ext.masks["member"]).all()
     for r in (held, ext):
         assert r.labels("train").sum() == r.masks["member"].sum()
@@ -24,11 +25,11 @@ def test_rows_share_the_members_across_settings_and_never_mix_train_and_eval():
         values = {s: np.arange(len(m)) + (0 if s == "member" else 10_000) for s, m in r.masks.items()}
         assert not set(r.stack(values, "train")) & set(r.stack(values, "eval"))
     with pytest.raises(ValueError, match="unknown setting"):
-        M.rows(params, "generated")
+        M.rows(target, "generated")
 
 
 def test_single_score_methods_choose_their_timestep_on_training_rows():
-    params = {**get_profile("tiny"), "n_bootstrap": 10}
+    run = Run.from_profile("tiny", n_bootstrap=10)
     r = M.Rows("heldout", {"member": np.r_[np.ones(20, bool), np.zeros(20, bool)],
                            "heldout": np.r_[np.ones(20, bool), np.zeros(20, bool)]})
     rng = np.random.default_rng(0)
@@ -36,7 +37,7 @@ def test_single_score_methods_choose_their_timestep_on_training_rows():
     # column 0 separates only the training rows, column 1 only the evaluation rows
     scores = {s: np.stack([np.r_[np.full(20, float(y[s])), rng.random(20)],
                            np.r_[rng.random(20), np.full(20, float(y[s]))]], 1) for s in y}
-    res = M.single_score(params, r, "x", scores, [10, 20], {"forward": 1, "backward": 0}, 0.0)
+    res = M.single_score(run, r, "x", scores, [10, 20], {"forward": 1, "backward": 0}, 0.0)
     assert res.chosen_t == 10                       # the training rows' choice, not the evaluation rows'
     assert res.per_t[10][0] == 1.0 and res.per_t[20][1] == 1.0
     assert res.report["auc"] < 0.9                  # and it is reported on the evaluation rows
@@ -49,11 +50,11 @@ def test_thresholds_come_from_scores_of_rows_the_method_was_not_fitted_on():
     def memoriser(X_tr, y_tr, X_te):  # scores a row 1 only if it was among its training rows
         return np.isin(X_te[:, 0], X_tr[:, 0]).astype(float)
 
-    assert (M._cv_scores(memoriser, X, y, seed=0) == 0).all()
+    assert (M.cv_scores(memoriser, X, y, seed=0) == 0).all()
 
 
 def test_a_data_budget_keeps_the_evaluation_rows_and_shrinks_the_known_members():
-    r = M.rows(get_profile("tiny"), "heldout")
+    r = M.rows(Run.from_profile("tiny").target(), "heldout")
     rb, keep = M.with_budget(r, 0.25, seed=0)
     assert rb.masks["member"].sum() == round(0.25 * r.masks["member"].sum())
     assert (~rb.masks["member"]).sum() == (~r.masks["member"]).sum()
@@ -65,9 +66,9 @@ def test_a_data_budget_keeps_the_evaluation_rows_and_shrinks_the_known_members()
 
 
 def test_the_evaluation_is_cached_and_reloads_equal():
-    params = get_profile("tiny")
-    first = M.evaluation(params, "external", progress=False)
-    again = M.evaluation(params, "external", progress=False)
+    target = Run.from_profile("tiny").target()
+    first = M.evaluation(target, "external", progress=False)
+    again = M.evaluation(Run.from_profile("tiny").target(), "external", progress=False)
     assert list(first) == list(again) and "Trajectory probe" in first and "SecMI_NNs" in first
     for name in first:
         assert first[name].report == again[name].report
@@ -78,11 +79,11 @@ def test_the_evaluation_is_cached_and_reloads_equal():
 def test_the_operating_point_threshold_is_set_on_training_rows_and_can_miss_its_fpr():
     """Training scores of non-members sit lower than their evaluation scores: the threshold
     calibrated for 1% FPR on training rows lets through far more evaluation false positives."""
-    params = {**get_profile("tiny"), "n_bootstrap": 10}
+    run = Run.from_profile("tiny", n_bootstrap=10)
     r = M.Rows("heldout", {"member": np.r_[np.ones(100, bool), np.zeros(100, bool)],
                            "heldout": np.r_[np.ones(100, bool), np.zeros(100, bool)]})
     rng = np.random.default_rng(1)
     scores = {"member": (rng.normal(size=200) + 3)[:, None],
               "heldout": np.r_[rng.normal(size=100), rng.normal(size=100) + 2][:, None]}
-    res = M.single_score(params, r, "x", scores, [0], {"forward": 1, "backward": 0}, 0.0)
+    res = M.single_score(run, r, "x", scores, [0], {"forward": 1, "backward": 0}, 0.0)
     assert res.report["op_fpr"] > 0.2 and res.report["tpr@1%fpr"] <= 1.0

@@ -11,6 +11,7 @@ from provlib.kernels.ddim import t_error_reference, t_errors
 from provlib.metrics import auc
 from provlib.models import TrainConfig, UNetConfig, build_unet, make_scheduler
 from provlib.study import sedid as S
+from provlib.study import Run
 from provlib.study.profiles import get_profile
 
 
@@ -69,10 +70,10 @@ def test_sedid_nn_learns_a_separable_pair_and_is_seeded():
 
 
 def test_study_rows_never_mix_and_both_classes_share_one_png_pipeline():
-    params = get_profile("tiny")
-    names = S.splits(params)
-    assert names == {"generated": f"generated#{params['n_sedid']}@png", "member": f"member#{params['n_sedid']}@png"}
-    r = S.rows(params, "tiny")
+    run = Run.from_profile("tiny")
+    names = S.splits(run)
+    assert names == {"generated": f"generated#{run.n_sedid}@png", "member": f"member#{run.n_sedid}@png"}
+    r = S.rows(run.target("tiny"))
     assert r.positive == "generated" and r.negative == "member"
     for part in ("train", "eval"):
         assert len(r.labels(part)) == sum(int(m.sum() if part == "train" else (~m).sum()) for m in r.masks.values())

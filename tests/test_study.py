@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from provlib import paths, study
-from provlib.study import artifacts
+from provlib.study import Run, artifacts, targets
 from provlib.study.profiles import get_profile
 from provlib.study.targets import TARGETS
 
@@ -26,19 +26,19 @@ def test_unknown_profile_or_parameter_is_an_error():
 
 
 def test_the_tiny_profile_uses_the_shipped_model_without_training(cache):
-    unet, _ = study.target_model(get_profile("tiny"))
+    unet, _ = Run.from_profile("tiny").target().load()
     assert not (cache / "model").exists()
     assert sum(p.numel() for p in unet.parameters()) > 0
 
 
 def test_features_are_cached_per_chunk_and_a_rerun_resumes(cache):
-    params = get_profile("tiny", timestep_stride=250)
-    first = study.features(params, "heldout", chunk=100, progress=False)
+    target = Run.from_profile("tiny", timestep_stride=250).target()
+    first = study.features(target, "heldout", chunk=100, progress=False)
     chunks = sorted((cache / "features").glob("*/result.safetensors"))
     assert len(chunks) == 3
     stamps = {c: c.stat().st_mtime_ns for c in chunks}
     chunks[1].unlink()  # as if the run had been killed before this chunk was written
-    again = study.features(params, "heldout", chunk=100, progress=False)
+    again = study.features(target, "heldout", chunk=100, progress=False)
     for f in first:
         assert torch.equal(first[f], again[f])
     assert chunks[0].stat().st_mtime_ns == stamps[chunks[0]]  # untouched chunks are reused
@@ -46,12 +46,12 @@ def test_features_are_cached_per_chunk_and_a_rerun_resumes(cache):
 
 
 def test_a_changed_parameter_recomputes_only_what_depends_on_it(cache):
-    params = get_profile("tiny", n_generated=8, sampler_steps=5, timestep_stride=500)
-    study.features(params, "generated", progress=False)
+    run = Run.from_profile("tiny", n_generated=8, sampler_steps=5, timestep_stride=500)
+    study.features(run.target(), "generated", progress=False)
     samples = list((cache / "samples").glob("*/result.safetensors"))
     assert len(samples) == 1
     stamp = samples[0].stat().st_mtime_ns
-    study.features({**params, "timestep_stride": 250}, "generated", progress=False)
+    study.features(run.replace(timestep_stride=250).target(), "generated", progress=False)
     assert list((cache / "samples").glob("*/result.safetensors")) == samples  # the samples were reused
     assert samples[0].stat().st_mtime_ns == stamp
     assert len(list((cache / "features").glob("*/result.safetensors"))) == 2
@@ -72,50 +72,50 @@ def test_a_retrained_model_never_reuses_the_old_features(cache, tmp_path, monkey
     shipped = tmp_path / "models"
     shutil.copytree(paths.EMBEDDED_MODELS_DIR / "tiny", shipped / "tiny")
     monkeypatch.setattr(paths, "EMBEDDED_MODELS_DIR", shipped)
-    params = get_profile("tiny", timestep_stride=500)
-    first = study.features(params, "external", progress=False)
+    run = Run.from_profile("tiny", timestep_stride=500)
+    first = study.features(run.target(), "external", progress=False)
     # "retrained": the same configuration (so the same provlib.json), other weights
     unet = UNet2DModel.from_pretrained(shipped / "tiny" / "unet")
     with torch.no_grad():
         for p in unet.parameters():
             p.add_(0.01)
     unet.save_pretrained(shipped / "tiny" / "unet")
-    artifacts._resolve.cache_clear()  # as a new process would
-    second = study.features(params, "external", progress=False)
+    targets.forget_resolved()  # as a new process would
+    second = study.features(run.target(), "external", progress=False)
     assert not torch.equal(first["loss"], second["loss"])
     assert len(list((cache / "features").glob("*/result.safetensors"))) == 2
 
 
 def test_a_changed_kernel_never_reuses_the_old_features(cache, monkeypatch):
-    params = get_profile("tiny", timestep_stride=500)
-    study.features(params, "external", progress=False)
+    target = Run.from_profile("tiny", timestep_stride=500).target()
+    study.features(target, "external", progress=False)
     real = artifacts.code_version
     monkeypatch.setattr(artifacts, "code_version", lambda *mods: real(*mods) + "-edited")
-    study.features(params, "external", progress=False)
+    study.features(target, "external", progress=False)
     assert len(list((cache / "features").glob("*/result.safetensors"))) == 2
 
 
 def test_a_cached_chunk_must_hold_the_rows_of_its_images(cache):
     from provlib import io
-    params = get_profile("tiny", timestep_stride=500)
-    study.features(params, "external", progress=False)
+    target = Run.from_profile("tiny", timestep_stride=500).target()
+    study.features(target, "external", progress=False)
     (chunk,) = list((cache / "features").glob("*/result.safetensors"))
     tensors, meta = io.load_tensors(chunk)
     io.save_tensors(chunk, {**tensors, "loss": tensors["loss"][:10]}, meta)  # rows missing
     with pytest.raises(io.ArtifactError, match="entry 'loss' has shape \\(10, 2\\), expected \\(100, 2\\)"):
-        study.features(params, "external", progress=False)
+        study.features(target, "external", progress=False)
     io.save_tensors(chunk, {**tensors, "ids": tensors["ids"] + 1}, meta)  # other images' rows
     with pytest.raises(ValueError, match="hold other image ids than their key"):
-        study.features(params, "external", progress=False)
+        study.features(target, "external", progress=False)
 
 
 def test_every_target_draws_disjoint_splits_and_evaluates_a_subset_of_its_members():
-    params = get_profile("cpu")
+    run = Run.from_profile("cpu")
     for name, config in study.TARGETS.items():
-        m = study.manifest(params, name)
+        m = run.target(name).manifest
         assert not set(m.indices["member"]) & set(m.indices["heldout"]), name
         assert len(m.indices["member"]) == config.n_member
-        sets = study.image_sets(params, name)
+        sets = run.target(name).image_sets
         assert len(sets["member"]) == config.members_evaluated
         assert set(sets["member"].ids) <= set(m.indices["member"].tolist())
         assert len(sets["heldout"]) == config.n_heldout and len(sets["external"]) == config.n_external
@@ -123,8 +123,8 @@ def test_every_target_draws_disjoint_splits_and_evaluates_a_subset_of_its_member
 
 def test_members_of_the_three_fashion_targets_are_nested():
     """The member sets are prefixes of one seeded permutation: fm500 within fm1000 within fm2000."""
-    params = get_profile("cpu")
-    members = [set(study.manifest(params, n).indices["member"].tolist()) for n in ("fm500", "fm1000", "fm2000")]
+    run = Run.from_profile("cpu")
+    members = [set(run.target(n).manifest.indices["member"].tolist()) for n in ("fm500", "fm1000", "fm2000")]
     assert members[0] < members[1] < members[2]
 
 
@@ -132,7 +132,7 @@ def test_members_of_the_three_fashion_targets_are_nested():
 def test_every_target_ships_a_model_trained_with_its_configuration(name):
     """No study run ever trains a target: each shipped model matches its recorded configuration and splits."""
     assert study.shipped_matches(name)
-    recorded = json.loads((artifacts.embedded_model_dir(name) / "provlib.json").read_text())
+    recorded = json.loads((targets.embedded_model_dir(name) / "provlib.json").read_text())
     assert recorded["command"] == f"python -m provlib.train --target {name} --retrain --embed"
 
 
@@ -148,12 +148,12 @@ def test_the_origin_studys_measurements_show_their_progress_under_the_batch_driv
     # notebooks 09-15 compute re-encoded splits through origin.measured: minutes on the cpu profile that the
     # batch terminal must show (through the driver's relay file)
     from provlib import progress
-    from provlib.study import origin as O
+    from provlib.study import measurements
 
     relay = tmp_path / "relay.log"
     monkeypatch.setenv(progress.ENV, str(relay))
     monkeypatch.setattr(progress, "_relay", {})
-    params = get_profile("tiny", timestep_stride=250)
-    O.measured(params, "trajectory", "external#4@jpeg75")
+    target = Run.from_profile("tiny", timestep_stride=250).target()
+    measurements.measured(target, "trajectory", "external#4@jpeg75")
     progress._relay.pop(str(relay)).close()
     assert "features" in relay.read_text() and "jpeg75" in relay.read_text()

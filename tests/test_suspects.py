@@ -91,7 +91,7 @@ def test_the_watermark_reads_back_on_marked_images_and_is_chance_on_clean_ones()
 
 def test_every_shipped_model_of_the_study_matches_its_configuration():
     """Base, sources, releases and all suspects are shipped: no study run trains them."""
-    from provlib.study.artifacts import embedded_model_dir
+    from provlib.study.targets import embedded_model_dir
 
     for name in (S.BASE, *S.SOURCES):
         assert S.model_dir(name) == embedded_model_dir(name)

@@ -7,6 +7,7 @@ import pytest
 
 from provlib.attribution import keys as K
 from provlib.study import training_data as A
+from provlib.study import Run
 from provlib.study.profiles import get_profile
 
 
@@ -101,6 +102,6 @@ def test_attribution_parameters_are_checked():
     with pytest.raises(ValueError, match="suspects_per_role"):
         get_profile("tiny", suspects_per_role=1)
     with pytest.raises(ValueError, match="strategy must be one of"):
-        A.keyset(get_profile("tiny"), "fmc-src-a", "best")
+        A.keyset(Run.from_profile("tiny"), "fmc-src-a", "best")
     with pytest.raises(ValueError, match="method must be one of"):
         A.counts_high("loss")

@@ -3,7 +3,9 @@
 Figures go to ``figures/<profile>/<name>.png|pdf`` and tables to
 ``reports/<profile>/<name>.md|csv`` (``name`` starts with the notebook's stem
 so the batch index can find them).  Every table carries a footer with the
-profile, seed and package versions that produced it.
+profile, seed and package versions that produced it (and any parameter that
+differs from the profile's).  Each takes the notebook's run
+(:class:`provlib.study.run.Run`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pandas as pd
 from .. import paths
 from ..versions import package_versions
 from ..io import atomic_write, atomic_write_text
+from ..study.run import Run
 
 PACKAGES = ("provlib", "torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "papermill")
 
@@ -28,17 +31,20 @@ def versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{k: installed.get(k) or "not installed" for k in PACKAGES}}
 
 
-def provenance(params: dict) -> str:
-    """One line saying what produced a result: profile, seed, package versions."""
+def provenance(run: Run) -> str:
+    """One line saying what produced a result: profile, seed, the parameters that differ from the profile's,
+    package versions."""
     v = ", ".join(f"{k} {val}" for k, val in versions().items())
-    return f"profile `{params['profile']}`, seed {params['seed']}; {v}"
+    changed = run.overrides()
+    changed = " (" + ", ".join(f"{k}={val!r}" for k, val in changed.items()) + ")" if changed else ""
+    return f"profile `{run.profile}`{changed}, seed {run.seed}; {v}"
 
 
-def save_figure(fig: "matplotlib.figure.Figure", params: dict, name: str) -> list:
+def save_figure(fig: "matplotlib.figure.Figure", run: Run, name: str) -> list:
     """Save ``fig`` as PNG (150 dpi) and PDF under ``figures/<profile>/``; return the paths."""
     out = []
     for ext in ("png", "pdf"):
-        path = paths.figures_dir(params["profile"]) / f"{name}.{ext}"
+        path = paths.figures_dir(run.profile) / f"{name}.{ext}"
         atomic_write(path, lambda p, ext=ext: fig.savefig(p, format=ext, dpi=150, bbox_inches="tight",
                                                      metadata=_figure_metadata(ext)))
         out.append(path)
@@ -50,18 +56,18 @@ def _figure_metadata(ext: str) -> dict:
     return {"Software": None} if ext == "png" else {"CreationDate": None, "Producer": None}
 
 
-def save_table(df: pd.DataFrame, params: dict, name: str, *, caption: str = "", floatfmt: str = ".3f") -> list:
+def save_table(df: pd.DataFrame, run: Run, name: str, *, caption: str = "", floatfmt: str = ".3f") -> list:
     """Save ``df`` as Markdown (with caption and provenance footer) and CSV under ``reports/<profile>/``."""
-    d = paths.reports_dir(params["profile"])
+    d = paths.reports_dir(run.profile)
     md_text = (f"{caption}\n\n" if caption else "") + df.to_markdown(index=False, floatfmt=floatfmt)
-    md_text += f"\n\n_Computed by provlib: {provenance(params)}._\n"
+    md_text += f"\n\n_Computed by provlib: {provenance(run)}._\n"
     return [atomic_write_text(d / f"{name}.md", md_text), atomic_write_text(d / f"{name}.csv", df.to_csv(index=False))]
 
 
 CLAIM_FIELDS = ("paper", "claim", "scope", "paper_value", "our_value", "holds", "detail")
 
 
-def save_claims(claims: list[dict], params: dict, name: str) -> Path:
+def save_claims(claims: list[dict], run: Run, name: str) -> Path:
     """Save the verdicts a notebook computed as ``reports/<profile>/<name>_claims.json``.
 
     Each claim has :data:`CLAIM_FIELDS`: the paper, the claim in words, its scope
@@ -77,6 +83,6 @@ def save_claims(claims: list[dict], params: dict, name: str) -> Path:
         if not isinstance(c["holds"], (bool, np.bool_)):
             raise TypeError(f"claim {c['claim']!r}: holds must be a computed bool, got {c['holds']!r}")
         rows.append({k: (bool(c[k]) if k == "holds" else str(c[k])) for k in CLAIM_FIELDS})
-    doc = {"provenance": provenance(params), "claims": rows}
-    return atomic_write_text(paths.reports_dir(params["profile"]) / f"{name}_claims.json",
+    doc = {"provenance": provenance(run), "claims": rows}
+    return atomic_write_text(paths.reports_dir(run.profile) / f"{name}_claims.json",
                              json.dumps(doc, indent=1, ensure_ascii=False) + "\n")

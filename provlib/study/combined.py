@@ -28,14 +28,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import metrics, probe
-from ..detector import selection
+from .. import attacks, classifiers, metrics, probe
 from ..attacks import gsa
+from ..attacks.passes import passes_of, total_passes
+from ..detector import selection
+from ..detector.columns import describe, family_blocks
 from ..io import artifact_dir, artifact_lock, code_version, load_state, save_state
-from ..detector.columns import family_blocks
-from . import artifacts
-from . import membership as M
+from ..kernels import ddim, persample, trajectory
+from . import artifacts, generators, origin
 from . import measurements as G
+from . import membership as M
+from .run import Run, Target
 
 BUDGETS = (1, 2, 5, 10, 25, 50, 100)   # UNet passes per image (forward + backward)
 FULL = "full"
@@ -53,23 +56,19 @@ class Budgeted:
     criterion: tuple[float, float] = (float("nan"), float("nan"))   # training rows' cross-validated (TPR@1%, AUC)
 
 
-describe = G.describe   # "loss@0,50; sima_l4@20"
-
-
 def method_name(kind: str, budget) -> str:
     return f"{kind} (all families)" if budget == FULL else f"{kind} (<= {budget} passes)"
 
 
-def evaluate(params: dict, setting: str, *, target: str | None = None, progress: bool = True) -> list[Budgeted]:
+def evaluate(target: Target, setting: str, *, progress: bool = True) -> list[Budgeted]:
     """The combined probe at every budget and on every column, on one setting of one target."""
-    r = M.rows(params, setting, target)
-    splits = ("member", setting)
-    cols = G.columns(params)
-    X = {s: G.matrix(G.measurements(params, s, target=target, progress=progress), cols, params) for s in splits}
+    run, r, splits = target.run, M.rows(target, setting), ("member", setting)
+    cols = G.columns(run)
+    X = {s: G.matrix(G.values(target, s, progress=progress), cols, run) for s in splits}
     X_tr, y_tr = r.stack(X, "train"), r.labels("train")
-    per_pass = M.per_pass_seconds(params, setting, target)
-    seed = params["seed"]
-    cost = lambda idx: G.total_passes([cols[i] for i in idx])  # noqa: E731
+    per_pass = M.per_pass_seconds(target, setting)
+    seed = run.seed
+    cost = lambda idx: total_passes([cols[i] for i in idx])  # noqa: E731
     memo, done, out = {}, {}, []
     for budget in (*BUDGETS, FULL):
         if budget == FULL:
@@ -84,9 +83,9 @@ def evaluate(params: dict, setting: str, *, target: str | None = None, progress:
         key = tuple(sorted(idx))
         if key not in done:
             Xs = {s: X[s][:, list(key)] for s in splits}
-            passes, secs = G.passes_of(chosen), G.seconds_of(chosen, per_pass)
-            lin = M.fitted(params, r, "", Xs, M.probe_fit_score(seed), passes, secs)
-            trees = M.fitted(params, r, "", Xs, lambda a, b, c: gsa.gsa_scores(a, b, c, seed=seed), passes, secs)
+            passes, secs = passes_of(chosen), G.seconds_of(chosen, per_pass)
+            lin = M.fitted(run, r, "", Xs, M.probe_fit_score(seed), passes, secs)
+            trees = M.fitted(run, r, "", Xs, lambda a, b, c: gsa.gsa_scores(a, b, c, seed=seed), passes, secs)
             done[key] = (lin, trees)
         lin, trees = (M.Result(**{**vars(res), "method": method_name(kind, budget)})
                       for res, kind in zip(done[key], (LINEAR, TREES)))
@@ -94,24 +93,22 @@ def evaluate(params: dict, setting: str, *, target: str | None = None, progress:
     return out
 
 
-def evaluation(params: dict, setting: str, *, target: str | None = None, progress: bool = True) -> list[Budgeted]:
+def evaluation(target: Target, setting: str, *, progress: bool = True) -> list[Budgeted]:
     """:func:`evaluate`, cached (pickle-free) under the target's weights, the parameters and the code's version."""
-    from .. import attacks, classifiers
-    from ..kernels import ddim, persample, trajectory
-    t = artifacts.resolve(target or params["targets"][0], params["seed"], progress=progress)
-    key = {"model": t.fingerprint, "target": t.name, "setting": setting,
-           "params": {k: params[k] for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride")},
+    run = target.run
+    key = {"model": target.fingerprint, "target": target.name, "setting": setting,
+           "params": {k: getattr(run, k) for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride")},
            "code": code_version(sys.modules[__name__], G, M, selection, probe, metrics, gsa, attacks.sima,
                                 attacks.pia, attacks.secmi, classifiers, ddim, trajectory, persample, artifacts)}
     path = artifact_dir("combined-evaluation", key) / "result.safetensors"
     with artifact_lock(path.parent):
         if not path.exists():
-            rows = evaluate(params, setting, target=target, progress=progress)
+            rows = evaluate(target, setting, progress=progress)
             save_state(path, [{"budget": b.budget, "columns": [[f, int(t)] for f, t in b.columns],
-                               "criterion": list(b.criterion), "linear": M._fields(b.linear),
-                               "trees": M._fields(b.trees)} for b in rows])
-    return [Budgeted(d["budget"], [(f, int(t)) for f, t in d["columns"]], M._result(d["linear"]),
-                     M._result(d["trees"]), tuple(d["criterion"])) for d in load_state(path)]
+                               "criterion": list(b.criterion), "linear": M.result_state(b.linear),
+                               "trees": M.result_state(b.trees)} for b in rows])
+    return [Budgeted(d["budget"], [(f, int(t)) for f, t in d["columns"]], M.result_from_state(d["linear"]),
+                     M.result_from_state(d["trees"]), tuple(d["criterion"])) for d in load_state(path)]
 
 
 # ----------------------------------------------------------------------------- 3-way origin and open-world attribution
@@ -120,13 +117,13 @@ FAMILY_PROBES = {"Loss probe": ("loss",), "Trajectory probe": ("loss", "grad_x",
                  "SimA probe": ("sima_l4",), "PIA probe": ("pia",), "SecMI probe": ("secmi",)}
 
 
-def _budget_columns(params: dict, X_tr: np.ndarray, y_tr: np.ndarray, cols: list) -> dict:
+def _budget_columns(run: Run, X_tr: np.ndarray, y_tr: np.ndarray, cols: list) -> dict:
     """``{method name: columns}``: each peer's family over its t grid, and the greedy choice at each budget."""
-    cost = lambda idx: G.total_passes([cols[i] for i in idx])  # noqa: E731
-    out = {name: G.columns(params, fams) for name, fams in FAMILY_PROBES.items()}
+    cost = lambda idx: total_passes([cols[i] for i in idx])  # noqa: E731
+    out = {name: G.columns(run, fams) for name, fams in FAMILY_PROBES.items()}
     memo = {}
     for budget in BUDGETS:
-        sel = selection.greedy_select(X_tr, y_tr, cost, budget, blocks=family_blocks(cols), seed=params["seed"],
+        sel = selection.greedy_select(X_tr, y_tr, cost, budget, blocks=family_blocks(cols), seed=run.seed,
                                       max_fpr=M.OPERATING_FPR, memo=memo)
         if sel.columns:
             out[method_name(LINEAR, budget)] = [cols[i] for i in sel.columns]
@@ -134,47 +131,45 @@ def _budget_columns(params: dict, X_tr: np.ndarray, y_tr: np.ndarray, cols: list
     return out
 
 
-def three_way(params: dict, setting: str, *, target: str | None = None) -> list[dict]:
+def three_way(target: Target, setting: str) -> list[dict]:
     """3-way origin (member / generated / non-member) for each peer's signal as a probe, the trajectory
     probe, and the combined probe at every budget (columns chosen on the 3-way training rows, by the macro
     criterion): one row per method with its passes, seconds and :func:`.origin.multiclass_report`."""
-    from . import origin
-    cols = G.columns(params)
-    X_tr, y_tr = origin.three_way_rows(params, setting, "train", target=target, columns=cols)
-    X_ev, y_ev = origin.three_way_rows(params, setting, "eval", target=target, columns=cols)
+    run, cols = target.run, G.columns(target.run)
+    X_tr, y_tr = origin.three_way_rows(target, setting, "train", columns=cols)
+    X_ev, y_ev = origin.three_way_rows(target, setting, "eval", columns=cols)
     index = {c: j for j, c in enumerate(cols)}
-    per_pass = M.per_pass_seconds(params, setting, target)
+    per_pass = M.per_pass_seconds(target, setting)
     rows = []
-    for method, chosen in _budget_columns(params, X_tr, y_tr, cols).items():
+    for method, chosen in _budget_columns(run, X_tr, y_tr, cols).items():
         j = [index[c] for c in chosen]
-        rep = origin.three_way_fit(params, X_tr[:, j], y_tr, X_ev[:, j], y_ev)
-        rows.append({"method": method, "budget": budget_of(method), "passes": G.total_passes(chosen),
+        rep = origin.three_way_fit(run, X_tr[:, j], y_tr, X_ev[:, j], y_ev)
+        rows.append({"method": method, "budget": budget_of(method), "passes": total_passes(chosen),
                      "seconds": G.seconds_of(chosen, per_pass),
                      "columns": describe(chosen), **{k: v for k, v in rep.items() if not isinstance(v, (dict, list))},
                      "negatives": min(rep["negatives"].values()), "confusion": rep["confusion"]})
     return rows
 
 
-def open_world(params: dict, *, target: str | None = None) -> dict:
+def open_world(target: Target) -> dict:
     """Open-world attribution (:func:`provlib.study.origin.attribution`) with each peer's signal as a probe and
     the combined probe at every budget (columns chosen on the attribution training rows), beside the
     trajectory probe, the loss and the SeDID-style t-error: ``{method: result}``, each with its ``passes``
     and ``columns``."""
-    from . import origin
-    cols = G.columns(params)
-    X_tr, y_tr = origin.attribution_rows(params, target=target, columns=cols)
-    probes = {m: c for m, c in _budget_columns(params, X_tr, y_tr, cols).items() if m != "Trajectory probe"}
-    res = origin.attribution(params, target=target, probes=probes)
+    cols = G.columns(target.run)
+    X_tr, y_tr = origin.attribution_rows(target, columns=cols)
+    probes = {m: c for m, c in _budget_columns(target.run, X_tr, y_tr, cols).items() if m != "Trajectory probe"}
+    res = origin.attribution(target, probes=probes)
     for method, r in res.items():
         if method in probes:
             chosen = probes[method]
         elif method == "Trajectory probe":
-            chosen = G.columns(params, FAMILY_PROBES["Trajectory probe"])
+            chosen = G.columns(target.run, FAMILY_PROBES["Trajectory probe"])
         elif method == "Loss":
             chosen = [("loss", r["chosen_t"])]
         else:
             chosen = [("secmi", r["chosen_t"])]
-        r["passes"], r["columns"], r["budget"] = G.total_passes(chosen), describe(chosen), budget_of(method)
+        r["passes"], r["columns"], r["budget"] = total_passes(chosen), describe(chosen), budget_of(method)
     return res
 
 
@@ -198,16 +193,30 @@ def default_budget(rows: list[dict]) -> int:
     return max(chosen)
 
 
-def _cached(kind: str, params: dict, target: str | None, extra: dict, compute):
+def worst_margin(table, metric: str, combined, others) -> tuple:
+    """``(margin, combined row, other row)``: the smallest margin in ``metric`` of a combined probe over another
+    method, over every pair where the combined probe's budget covers the other's cost (``"full"`` covers any).
+    ``table`` (a DataFrame with ``budget`` and ``passes`` columns) holds both; ``combined`` and ``others`` are
+    boolean masks of its rows.  The claim "the combined probe is at least as good as every peer at every budget
+    at or above the peer's cost" holds when the margin is not negative."""
+    worst = None
+    for o in table[others].itertuples():
+        for c in table[combined].itertuples():
+            if c.budget != FULL and int(c.budget) < o.passes:
+                continue
+            margin = table.loc[c.Index, metric] - table.loc[o.Index, metric]
+            if worst is None or margin < worst[0]:
+                worst = (margin, c.Index, o.Index)
+    return worst
+
+
+def _cached(kind: str, target: Target, extra: dict, compute):
     """``compute()``'s JSON-able result, cached (pickle-free) under the target's weights, the parameters the
     origin study reads, and the code's version."""
-    from .. import attacks, classifiers
-    from ..kernels import ddim, persample, trajectory
-    from . import generators, origin
-    t = artifacts.resolve(target or params["targets"][0], params["seed"], progress=False)
-    key = {"model": t.fingerprint, "target": t.name, **extra,
-           "params": {k: params[k] for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride",
-                                             "n_generated", "sampler_steps", "open_world", "n_open_world")},
+    run = target.run
+    key = {"model": target.fingerprint, "target": target.name, **extra,
+           "params": {k: getattr(run, k) for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride",
+                                                   "n_generated", "sampler_steps", "open_world", "n_open_world")},
            "code": code_version(sys.modules[__name__], G, M, origin, generators, selection, probe, metrics,
                                 attacks.sima, attacks.pia, attacks.secmi, classifiers, ddim, trajectory, persample,
                                 artifacts)}
@@ -218,17 +227,16 @@ def _cached(kind: str, params: dict, target: str | None, extra: dict, compute):
     return load_state(path)
 
 
-def three_way_evaluation(params: dict, setting: str, *, target: str | None = None) -> list[dict]:
+def three_way_evaluation(target: Target, setting: str) -> list[dict]:
     """:func:`three_way`, cached."""
-    return _cached("combined-three-way", params, target, {"setting": setting},
-                   lambda: three_way(params, setting, target=target))
+    return _cached("combined-three-way", target, {"setting": setting}, lambda: three_way(target, setting))
 
 
-def open_world_evaluation(params: dict, *, target: str | None = None) -> dict:
+def open_world_evaluation(target: Target) -> dict:
     """:func:`open_world`, cached."""
-    return _cached("combined-open-world", params, target, {}, lambda: open_world(params, target=target))
+    return _cached("combined-open-world", target, {}, lambda: open_world(target))
 
 
 __all__ = ["BUDGETS", "FULL", "Budgeted", "evaluate", "evaluation", "describe", "method_name", "three_way",
-           "three_way_evaluation", "open_world", "open_world_evaluation", "budget_of", "default_budget",
+           "three_way_evaluation", "open_world", "open_world_evaluation", "budget_of", "default_budget", "worst_margin",
            "FAMILY_PROBES"]

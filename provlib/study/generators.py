@@ -30,9 +30,9 @@ from ..data import ImageSet, SplitManifest
 from ..io import artifact_dir, artifact_lock, cached, code_version, replace_dir
 from ..kernels import trajectory
 from ..models import TrainConfig, UNetConfig, ddpm, load_model, model_fingerprint, other, save_model, train_ddpm
-from ..seeds import stream_seed
 from ..models.other import VAEConfig, load_vae, sample_vae, save_vae, train_vae
-from .targets import get_target
+from ..seeds import stream_seed
+from .targets import embedded_images, embedded_model_dir, get_target, matches, resolve, ship, target_manifest
 
 KINDS = ("sampler", "finetune", "ddpm", "vae")
 
@@ -104,11 +104,9 @@ def open_world(target: str) -> list[str]:
 def generator_manifest(gen: GeneratorConfig, seed: int) -> SplitManifest:
     """The generator's training images: ``n_train`` images of the target's dataset that are neither the
     target's members nor its held-out images, drawn from the run seed and the generator's name."""
-    from .artifacts import _embedded, make_target_manifest
-
     target = get_target(gen.of)
-    tm = make_target_manifest(target, seed)
-    pool = len(_embedded(target.dataset, target.image_size))
+    tm = target_manifest(target, seed)
+    pool = len(embedded_images(target.dataset, target.image_size))
     used = np.concatenate([tm.indices["member"], tm.indices["heldout"]])
     free = np.setdiff1d(np.arange(pool), used)
     if gen.n_train > len(free):
@@ -132,12 +130,10 @@ def model_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool
     gen = get_generator(name)
     if not gen.trained:
         raise ValueError(f"generator {name!r} is the target {gen.of!r} with another sampler: nothing to train")
-    from .artifacts import _embedded, _recorded_config, embedded_model_dir, resolve
-
     manifest = generator_manifest(gen, seed)
     init = resolve(gen.of, seed, progress=progress).fingerprint if gen.kind == "finetune" else None
     record = json.loads(json.dumps(_config_record(gen, manifest, init)))
-    if not retrain and _recorded_config(embedded_model_dir(name)) == record:
+    if not retrain and matches(embedded_model_dir(name), record):
         return embedded_model_dir(name)
     d = artifact_dir("generator", {**record, "code": code_version(ddpm, other)})
     with artifact_lock(d):
@@ -145,7 +141,7 @@ def model_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool
             shutil.rmtree(d / "model", ignore_errors=True)
         if not (d / "model" / "provlib.json").exists():
             target = get_target(gen.of)
-            images = _embedded(target.dataset, target.image_size).subset(manifest.indices["member"]).images
+            images = embedded_images(target.dataset, target.image_size).subset(manifest.indices["member"]).images
             info = {"config": record, "description": gen.description,
                     "command": f"python -m provlib.train --generator {name} --retrain --embed"}
             if gen.kind == "vae":
@@ -167,20 +163,12 @@ def model_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool
 
 def embed(name: str, seed: int = 0, *, retrain: bool = False, progress: bool = True) -> Path:
     """Train (or reuse) generator ``name`` and ship it, replacing the shipped copy only once complete."""
-    from .artifacts import embedded_model_dir
-
-    src = model_dir(name, seed, retrain=retrain, progress=progress)
-    dst = embedded_model_dir(name)
-    if src.resolve() == dst.resolve():
-        return dst
-    return replace_dir(dst, lambda new: shutil.copytree(src, new))
+    return ship(model_dir(name, seed, retrain=retrain, progress=progress), embedded_model_dir(name))
 
 
 def fingerprint(name: str, seed: int = 0) -> str:
     """Content hash of a generator's weights (for a sampler generator: the target's)."""
     gen = get_generator(name)
-    from .artifacts import resolve
-
     if not gen.trained:
         return resolve(gen.of, seed).fingerprint
     d = model_dir(name, seed)
@@ -190,21 +178,20 @@ def fingerprint(name: str, seed: int = 0) -> str:
 
 # ----------------------------------------------------------------------------- samples
 
-def samples(params: dict, name: str, *, progress: bool = True) -> ImageSet:
-    """``params['n_open_world']`` samples of generator ``name`` (cached), float images in [-1, 1]."""
-    from .artifacts import resolve
-
+def samples(run, name: str, *, progress: bool = True) -> ImageSet:
+    """``run.n_open_world`` samples of generator ``name`` (cached), float images in [-1, 1];
+    ``run`` is a :class:`provlib.study.run.Run`."""
     gen = get_generator(name)
-    n = params["n_open_world"]
-    steps = gen.steps or params["sampler_steps"]
-    key = {"generator": name, "model": fingerprint(name, params["seed"]), "code": code_version(sampling, trajectory, other),
-           "sampler": gen.sampler, "steps": steps, "n": n, "seed": params["seed"]}
-    seed = stream_seed(params["seed"], f"generated:{name}")
+    n = run.n_open_world
+    steps = gen.steps or run.sampler_steps
+    key = {"generator": name, "model": fingerprint(name, run.seed), "code": code_version(sampling, trajectory, other),
+           "sampler": gen.sampler, "steps": steps, "n": n, "seed": run.seed}
+    seed = stream_seed(run.seed, f"generated:{name}")
 
     def draw():
         if gen.kind == "vae":
-            return {"images": sample_vae(load_vae(model_dir(name, params["seed"])), n, seed=seed)}
-        d = model_dir(name, params["seed"]) if gen.trained else resolve(gen.of, params["seed"]).model_dir
+            return {"images": sample_vae(load_vae(model_dir(name, run.seed)), n, seed=seed)}
+        d = model_dir(name, run.seed) if gen.trained else resolve(gen.of, run.seed).model_dir
         unet, scheduler = load_model(d)
         return {"images": sampling.sample(unet, scheduler, n, method=gen.sampler, num_inference_steps=steps,
                                           seed=seed, progress=progress)}

@@ -1,8 +1,14 @@
-"""Every per-timestep signal the model gives, as feature columns with their cost in UNet passes.
+"""Every method's raw measurements on a split of a target, cached, and the signal columns read from them.
 
-A **family** is one per-image statistic over a grid of timesteps, read from a
-measurement the study already makes and caches (:func:`provlib.study.membership.measure`,
-computed by the existing kernels):
+**Measurements** (:func:`measure`, cached per chunk like the features, with
+their compute time): the trajectory features, and the raw peer measurements of
+:mod:`provlib.attacks` at every timestep each method is evaluated at
+(:data:`BASELINE_TIMESTEPS`).  :func:`measured` reads a seeded subset of a
+split from the whole split's measurements, and :func:`measured_once` reads
+each measurement once per process.
+
+**Columns.** A family is one per-image statistic over a grid of timesteps,
+read from one of these measurements:
 
 | family       | statistic at t                                   | measurement / kernel                 | t grid              |
 |--------------|--------------------------------------------------|--------------------------------------|---------------------|
@@ -15,28 +21,136 @@ computed by the existing kernels):
 | secmi        | SecMI's t-error of a DDIM round trip at t_sec    | secmi (kernels.ddim.t_errors)        | SecMI's t_sec       |
 
 A **column** is ``(family, t)``; its values enter a probe on a log scale.  The
-families, the cost of a set of columns in UNet passes (:func:`passes_of`: each
-pass counted once) and the kernels that compute columns for new images are in
-:mod:`provlib.detector.columns`; this module reads the same columns from the study's
-cached measurements.  For each peer's own columns :func:`passes_of` equals
-:func:`provlib.attacks.passes`.
+cost of a set of columns in UNet passes is :func:`provlib.attacks.passes.passes_of`
+(each pass counted once); :mod:`provlib.detector.columns` computes the same
+columns for new images.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
+from .. import paths
+from ..attacks import gsa, pia, secmi, sima
+from ..attacks.passes import FAMILIES, SECMI_K, passes_of
+from ..io import code_version
+from ..kernels import ddim, persample, trajectory
+from ..kernels.trajectory import LAYERS
 from ..probe import log_features
-from ..detector.columns import BACKWARD, FAMILIES, describe, passes_of, total_passes  # noqa: F401 (re-exported)
-from . import membership as M
-from .artifacts import timestep_grid
+from .artifacts import chunked, features
+from .run import Run, Target, parse_split, subset_positions
 
+BASELINE_TIMESTEPS = {
+    "pia": (50, 100, 200, 300, 500),           # PIA's default is 200
+    "pian": (50, 100, 200, 300, 500),
+    "sima": (0, 20, 40, 60, 80, 100, 150, 200),  # SimA scans small t
+    "secmi": (50, 100, 200),                   # SecMI's default t_sec is 100, k = 10
+}
+GSA_POINTS = 10  # GSA's timesteps: 10 points of the trajectory grid, evenly spread (gsa_timesteps)
+MEASURES = ("trajectory", "pia", "pian", "sima", "secmi", "gsa1", "gsa2")
 # family -> (measurement, entry of it)
 SOURCES = {"loss": ("trajectory", "loss"), "grad_x": ("trajectory", "grad_x"),
            "grad_theta": ("trajectory", "grad_theta"), "sima_l2": ("sima", "l2"), "sima_l4": ("sima", "values"),
            "pia": ("pia", "values"), "secmi": ("secmi", "values")}
 
+
+# ----------------------------------------------------------------------------- measurements
+
+def gsa_columns(run: Run) -> np.ndarray:
+    """The grid columns GSA reads: :data:`GSA_POINTS` evenly spread points of the trajectory grid.
+
+    GSA uses 10 equidistant timesteps; taking them on the trajectory grid lets
+    GSA_2 read the per-layer norms of the features' own backward (same noise,
+    no second run).  On a grid of 10 points (every 100th step) they are exactly
+    0, 100, ..., 900.
+    """
+    n = len(run.grid)
+    return np.unique(np.linspace(0, n - 1, min(GSA_POINTS, n)).round().astype(int))
+
+
+def gsa_timesteps(run: Run) -> list[int]:
+    return [int(t) for t in run.grid[gsa_columns(run)]]
+
+
+def measure(target: Target, method: str, split: str, *, progress: bool = True) -> dict:
+    """Raw measurements of ``method`` on one split: ``{"values": (N, ...), ..., "seconds_per_image": s}``.
+
+    ``values`` is (N, T) over :data:`BASELINE_TIMESTEPS` for pia, pian, sima and
+    secmi (lower = member; sima adds ``l2``, the squared l2 norm of the same
+    prediction; secmi adds ``residuals`` (N, T, C, H, W)), (N, layers)
+    for gsa1 / gsa2 (at :func:`gsa_timesteps`; gsa2 from the features' own
+    backward), and the trajectory features ``loss``, ``grad_x``, ``grad_theta``
+    (N, grid) for ``trajectory``.
+    """
+    if method not in MEASURES:
+        raise ValueError(f"unknown measurement {method!r}; choose from {MEASURES}")
+    if method == "trajectory":
+        return features(target, split, progress=progress, seconds=True)
+    if method == "gsa2":  # the features' per-layer norms at GSA's timesteps, averaged over them
+        f = features(target, split, progress=progress, seconds=True, layers=True)
+        cols = gsa_columns(target.run)
+        return {"values": f[LAYERS][:, cols].mean(1),
+                "seconds_per_image": f["seconds_per_image"] * len(cols) / len(target.run.grid)}
+    ts, compute, shapes, code = _peer_measurement(target, method, split)
+    return chunked(target, split, f"attack-{method}", {"timesteps": list(ts), "k": SECMI_K}, code, compute, shapes,
+                   progress=progress)
+
+
+def _peer_measurement(target: Target, method: str, split: str):
+    """``(timesteps, compute, shapes, code version)`` of a peer's measurement, for :func:`chunked`."""
+    if method in ("pia", "pian"):
+        ts = BASELINE_TIMESTEPS[method]
+        compute = lambda model, part, cb: {"values": pia.pia_distance(*model, part.images, list(ts),  # noqa: E731
+                                                                      normalized=method == "pian")}
+        return ts, compute, {"values": (len(ts),)}, code_version(pia)
+    if method == "sima":
+        ts = BASELINE_TIMESTEPS["sima"]
+
+        def compute(model, part, cb):   # l4 (SimA's score) and l2 from the same forward passes
+            norms = sima.sima_norms(*model, part.images, list(ts), powers=(4, 2))
+            return {"values": norms[4], "l2": norms[2]}
+        return ts, compute, {"values": (len(ts),), "l2": (len(ts),)}, code_version(sima)
+    if method == "secmi":
+        ts, size = BASELINE_TIMESTEPS["secmi"], target.config.image_size
+
+        def compute(model, part, cb):
+            errors, maps = secmi.secmi_t_error(*model, part.images, list(ts), SECMI_K, return_residuals=True)
+            return {"values": errors, "residuals": maps}
+        return ts, compute, {"values": (len(ts),), "residuals": (len(ts), 1, size, size)}, code_version(secmi, ddim)
+    ts, seed = gsa_timesteps(target.run), target.noise_seed(split)   # gsa1
+    compute = lambda model, part, cb: {"values": gsa.gsa_features(*model, part.images, ts, variant=1,  # noqa: E731
+                                                                  seed=seed, ids=part.ids)}
+    return ts, compute, {"values": (None,)}, code_version(gsa, trajectory, persample)
+
+
+def measured(target: Target, method: str, split: str, *, progress: bool = True) -> dict:
+    """:func:`measure` of a split; a codec-free subset (``heldout#150``) is read from the whole split's
+    measurements instead of being computed again.  What is computed (not read from the cache) shows a
+    progress bar unless ``progress`` is False (under the batch driver, on its terminal)."""
+    base, count, codec = parse_split(split)
+    if count is None or codec != "none":
+        return measure(target, method, split, progress=progress)
+    full = measure(target, method, base, progress=progress)
+    n = len(next(v for v in full.values() if hasattr(v, "shape")))
+    pos = subset_positions(target.run.seed, base, n, count)
+    return {k: (v[pos] if hasattr(v, "shape") else v) for k, v in full.items()}
+
+
+def measured_once(target: Target, method: str, split: str) -> dict:
+    """:func:`measured`, read once per process: every probe of a comparison reads its columns from the same
+    measurements (keyed by the run, the target, the split and the cache folder, which tests change).
+    Callers copy what they take."""
+    return _measured_once(target.run, target.name, split, method, str(paths.cache_dir()))
+
+
+@lru_cache(maxsize=64)
+def _measured_once(run: Run, target: str, split: str, method: str, cache: str) -> dict:
+    return measured(run.target(target), method, split)
+
+
+# ----------------------------------------------------------------------------- columns
 
 def _check_family(family: str) -> str:
     if family not in FAMILIES:
@@ -44,32 +158,32 @@ def _check_family(family: str) -> str:
     return family
 
 
-def family_timesteps(params: dict, family: str) -> list[int]:
+def family_timesteps(run: Run, family: str) -> list[int]:
     """The timesteps a family is measured at (for SecMI: its t_sec values)."""
     measurement = SOURCES[_check_family(family)][0]
     if measurement == "trajectory":
-        return [int(t) for t in timestep_grid(params)]
-    return [int(t) for t in M.BASELINE_TIMESTEPS[measurement]]
+        return [int(t) for t in run.grid]
+    return [int(t) for t in BASELINE_TIMESTEPS[measurement]]
 
 
-def columns(params: dict, families: Sequence[str] = FAMILIES) -> list[tuple[str, int]]:
+def columns(run: Run, families: Sequence[str] = FAMILIES) -> list[tuple[str, int]]:
     """Every ``(family, t)`` column of ``families``, family-major."""
-    return [(f, t) for f in families for t in family_timesteps(params, f)]
+    return [(f, t) for f in families for t in family_timesteps(run, f)]
 
 
-def measurements(params: dict, split: str, *, target: str | None = None, families: Sequence[str] = FAMILIES,
-                 progress: bool = True, read=None) -> dict:
+def values(target: Target, split: str, *, families: Sequence[str] = FAMILIES, progress: bool = True,
+           read=None) -> dict:
     """``{family: (N, T) raw values}`` of one split (the cached measurements), each measurement read once;
-    ``read(measurement)`` replaces :func:`provlib.study.membership.measure` (e.g. to read a split's subset)."""
-    read = read or (lambda m: M.measure(params, m, split, target=target, progress=progress))
+    ``read(measurement)`` replaces :func:`measure` (e.g. :func:`measured_once`, which reads a split's subset)."""
+    read = read or (lambda m: measure(target, m, split, progress=progress))
     needed = dict.fromkeys(SOURCES[_check_family(f)][0] for f in families)
     raw = {m: read(m) for m in needed}
     return {f: np.asarray(raw[SOURCES[f][0]][SOURCES[f][1]], dtype=np.float64) for f in families}
 
 
-def matrix(values: dict, cols: Sequence[tuple[str, int]], params: dict) -> np.ndarray:
-    """The log-feature matrix (N, len(cols)) of ``cols`` from :func:`measurements`' values."""
-    index = {f: {t: j for j, t in enumerate(family_timesteps(params, f))} for f in dict.fromkeys(f for f, _ in cols)}
+def matrix(values: dict, cols: Sequence[tuple[str, int]], run: Run) -> np.ndarray:
+    """The log-feature matrix (N, len(cols)) of ``cols`` from :func:`values`' output."""
+    index = {f: {t: j for j, t in enumerate(family_timesteps(run, f))} for f in dict.fromkeys(f for f, _ in cols)}
     return log_features(np.stack([values[f][:, index[f][int(t)]] for f, t in cols], axis=1))
 
 

@@ -1,10 +1,8 @@
-"""The membership study: every method's measurements on a target's images, and their honest evaluation.
+"""The membership study: every method on a target's images, evaluated honestly (Table 2 and after).
 
-Measurements (cached per chunk like the features, with their compute time):
-the trajectory features, and the raw peer measurements of
-:mod:`provlib.attacks` at every timestep each method is evaluated at
-(:data:`BASELINE_TIMESTEPS`).  Evaluation, per target and setting (members vs
-same-distribution ``heldout`` images, or vs ``external`` MNIST digits):
+The methods read the measurements of :mod:`.measurements`.  Evaluation, per
+target and setting (members vs same-distribution ``heldout`` images, or vs
+``external`` MNIST digits):
 
 - rows: a seeded share ``probe_train_frac`` of each class trains (probes,
   classifiers, thresholds, timesteps); the rest evaluates;
@@ -21,102 +19,31 @@ same-distribution ``heldout`` images, or vs ``external`` MNIST digits):
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 
-from .. import attacks
+from .. import attacks, classifiers, metrics, probe
 from ..attacks import gsa, pia, secmi, sima
+from ..attacks.passes import SECMI_K
 from ..io import artifact_dir, artifact_lock, code_version, load_state, save_state
 from ..kernels import ddim, persample, trajectory
-from ..kernels.trajectory import FEATURES, LAYERS
+from ..kernels.trajectory import FEATURES
 from ..metrics import auc, best_threshold, binary_report, operating_point, threshold_at_fpr
 from ..probe import LinearProbe, feature_matrix
-from ..detector.columns import SECMI_K  # SecMI's DDIM step
-from . import artifacts
 from ..seeds import stream_seed
-from .artifacts import chunked, features, source_of, split_images, timestep_grid, train_mask
+from . import artifacts, measurements
+from .artifacts import split_images
+from .measurements import BASELINE_TIMESTEPS, MEASURES, gsa_timesteps, measure
+from .run import Run, Target
 
 SETTINGS = {"heldout": "members vs same-distribution held-out images",
             "external": "members vs external images (MNIST)"}
-BASELINE_TIMESTEPS = {
-    "pia": (50, 100, 200, 300, 500),           # PIA's default is 200
-    "pian": (50, 100, 200, 300, 500),
-    "sima": (0, 20, 40, 60, 80, 100, 150, 200),  # SimA scans small t
-    "secmi": (50, 100, 200),                   # SecMI's default t_sec is 100, k = 10
-}
-GSA_POINTS = 10  # GSA's timesteps: 10 points of the trajectory grid, evenly spread (gsa_timesteps)
 SECMI_NN_T = 100        # the t_sec whose residual maps SecMI_NNs classifies (the paper's default)
 SECMI_NN_SHARE = 0.2    # SecMI_NNs trains on 20% of the rows (drawn from the training rows)
-MEASURES = ("trajectory", "pia", "pian", "sima", "secmi", "gsa1", "gsa2")
-
-
-# ----------------------------------------------------------------------------- measurements
-
-def gsa_columns(params: dict) -> np.ndarray:
-    """The grid columns GSA reads: :data:`GSA_POINTS` evenly spread points of the trajectory grid.
-
-    GSA uses 10 equidistant timesteps; taking them on the trajectory grid lets
-    GSA_2 read the per-layer norms of the features' own backward (same noise,
-    no second run).  On a grid of 10 points (every 100th step) they are exactly
-    0, 100, ..., 900.
-    """
-    n = len(timestep_grid(params))
-    return np.unique(np.linspace(0, n - 1, min(GSA_POINTS, n)).round().astype(int))
-
-
-def gsa_timesteps(params: dict) -> list[int]:
-    return [int(t) for t in timestep_grid(params)[gsa_columns(params)]]
-
-
-def measure(params: dict, method: str, split: str, *, target: str | None = None, progress: bool = True) -> dict:
-    """Raw measurements of ``method`` on one split: ``{"values": (N, ...), ..., "seconds_per_image": s}``.
-
-    ``values`` is (N, T) over :data:`BASELINE_TIMESTEPS` for pia, pian, sima and
-    secmi (lower = member; sima adds ``l2``, the squared l2 norm of the same
-    prediction; secmi adds ``residuals`` (N, T, C, H, W)), (N, layers)
-    for gsa1 / gsa2 (at :func:`gsa_timesteps`; gsa2 from the features' own
-    backward), and the trajectory features ``loss``, ``grad_x``, ``grad_theta``
-    (N, grid) for ``trajectory``.
-    """
-    if method not in MEASURES:
-        raise ValueError(f"unknown measurement {method!r}; choose from {MEASURES}")
-    if method == "trajectory":
-        return features(params, split, target=target, progress=progress, seconds=True)
-    seed = stream_seed(params["seed"], source_of(params, split, target))
-    size = artifacts.get_target(target or params["targets"][0]).image_size
-    if method in ("pia", "pian"):
-        ts = BASELINE_TIMESTEPS[method]
-        compute = lambda model, part, cb: {"values": pia.pia_distance(*model, part.images, list(ts),
-                                                                      normalized=method == "pian")}
-        shapes, code = {"values": (len(ts),)}, code_version(pia)
-    elif method == "sima":
-        ts = BASELINE_TIMESTEPS["sima"]
-        def compute(model, part, cb):   # l4 (SimA's score) and l2 from the same forward passes
-            norms = sima.sima_norms(*model, part.images, list(ts), powers=(4, 2))
-            return {"values": norms[4], "l2": norms[2]}
-        shapes, code = {"values": (len(ts),), "l2": (len(ts),)}, code_version(sima)
-    elif method == "secmi":
-        ts = BASELINE_TIMESTEPS["secmi"]
-
-        def compute(model, part, cb):
-            errors, maps = secmi.secmi_t_error(*model, part.images, list(ts), SECMI_K, return_residuals=True)
-            return {"values": errors, "residuals": maps}
-        shapes, code = {"values": (len(ts),), "residuals": (len(ts), 1, size, size)}, code_version(secmi, ddim)
-    elif method == "gsa2":  # the features' per-layer norms at GSA's timesteps, averaged over them
-        f = features(params, split, target=target, progress=progress, seconds=True, layers=True)
-        cols = gsa_columns(params)
-        return {"values": f[LAYERS][:, cols].mean(1),
-                "seconds_per_image": f["seconds_per_image"] * len(cols) / len(timestep_grid(params))}
-    else:
-        ts = gsa_timesteps(params)
-        compute = lambda model, part, cb: {"values": gsa.gsa_features(*model, part.images, ts, variant=1,
-                                                                      seed=seed, ids=part.ids)}
-        shapes, code = {"values": (None,)}, code_version(gsa, trajectory, persample)
-    return chunked(params, split, f"attack-{method}", {"timesteps": list(ts), "k": SECMI_K}, code, compute, shapes,
-                   target=target, progress=progress)
 
 
 # ----------------------------------------------------------------------------- rows
@@ -145,13 +72,12 @@ class Rows:
         return np.r_[np.ones(n[self.positive], int), np.zeros(n[self.negative], int)]
 
 
-def rows(params: dict, setting: str, target: str | None = None) -> Rows:
+def rows(target: Target, setting: str) -> Rows:
     """The seeded training rows of members and of the setting's non-members (the same members in every setting)."""
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose from {sorted(SETTINGS)}")
-    sets = artifacts.image_sets(params, target)
-    masks = {s: train_mask(len(sets[s]), params["probe_train_frac"], params["seed"], f"probe:{s}")
-             for s in ("member", setting)}
+    sets = target.image_sets
+    masks = {s: target.run.train_mask(len(sets[s]), f"probe:{s}") for s in ("member", setting)}
     return Rows(setting, masks, {s: len(sets[s]) for s in ("member", setting)})
 
 
@@ -174,28 +100,27 @@ class Result:
 OPERATING_FPR = 0.01  # the FPR the operating point is calibrated for, on training rows
 
 
-def _report(params, y_ev, s_ev, y_cal, s_cal) -> dict:
+def threshold_report(run: Run, y_ev, s_ev, y_cal, s_cal) -> dict:
     """Evaluation-row metrics, with both thresholds set on calibration rows (``y_cal``, ``s_cal``:
     training rows, scored by a method not fitted on them): the ASR threshold (best balanced accuracy)
     and the operating point calibrated for 1% FPR (``op_*``: the TPR and FPR it gets on evaluation rows)."""
-    rep = binary_report(y_ev, s_ev, threshold=best_threshold(y_cal, s_cal), n_boot=params["n_bootstrap"],
-                        seed=params["seed"])
+    rep = binary_report(y_ev, s_ev, threshold=best_threshold(y_cal, s_cal), n_boot=run.n_bootstrap, seed=run.seed)
     thr = threshold_at_fpr(y_cal, s_cal, OPERATING_FPR)
-    op = operating_point(y_ev, s_ev, thr, n_boot=params["n_bootstrap"], seed=params["seed"])
+    op = operating_point(y_ev, s_ev, thr, n_boot=run.n_bootstrap, seed=run.seed)
     return {**rep, "op_threshold": float(thr), **{f"op_{k}": v for k, v in op.items()}}
 
 
-def single_score(params, r: Rows, name: str, scores: dict, ts, cost: dict, seconds: float) -> Result:
+def single_score(run: Run, r: Rows, name: str, scores: dict, ts, cost: dict, seconds: float) -> Result:
     """A score per timestep (higher = member): t chosen by training-row AUC, every t's AUC kept."""
     tr, ev = r.stack(scores, "train"), r.stack(scores, "eval")
     y_tr, y_ev = r.labels("train"), r.labels("eval")
     per_t = {int(t): (auc(y_tr, tr[:, j]), auc(y_ev, ev[:, j])) for j, t in enumerate(ts)}
     j = int(np.argmax([per_t[int(t)][0] for t in ts]))
-    report = _report(params, y_ev, ev[:, j], y_tr, tr[:, j])
+    report = threshold_report(run, y_ev, ev[:, j], y_tr, tr[:, j])
     return Result(name, report, cost["forward"], cost["backward"], seconds, int(ts[j]), per_t, ev[:, j])
 
 
-def _cv_scores(fit_score, X, y, seed: int, folds: int = 5) -> np.ndarray:
+def cv_scores(fit_score, X, y, seed: int, folds: int = 5) -> np.ndarray:
     """Out-of-fold scores of ``fit_score(X_train, y_train, X_test)`` on ``X`` (for thresholds)."""
     out = np.empty(len(y))
     for a, b in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
@@ -203,12 +128,12 @@ def _cv_scores(fit_score, X, y, seed: int, folds: int = 5) -> np.ndarray:
     return out
 
 
-def fitted(params, r: Rows, name: str, X: dict, fit_score, cost: dict, seconds: float) -> Result:
+def fitted(run: Run, r: Rows, name: str, X: dict, fit_score, cost: dict, seconds: float) -> Result:
     """A method fitted on training rows: evaluation scores, and its threshold from out-of-fold training scores."""
     X_tr, X_ev = r.stack(X, "train"), r.stack(X, "eval")
     y_tr, y_ev = r.labels("train"), r.labels("eval")
     s_ev = fit_score(X_tr, y_tr, X_ev)
-    report = _report(params, y_ev, s_ev, y_tr, _cv_scores(fit_score, X_tr, y_tr, params["seed"]))
+    report = threshold_report(run, y_ev, s_ev, y_tr, cv_scores(fit_score, X_tr, y_tr, run.seed))
     return Result(name, report, cost["forward"], cost["backward"], seconds,
                   eval_scores=s_ev)
 
@@ -225,12 +150,12 @@ def trajectory_matrix(feats: dict, families=FEATURES, columns=None) -> np.ndarra
     return feature_matrix(feats, families, columns)
 
 
-def cnn(params, r: Rows, name: str, X: dict, cost: dict, seconds: float, *, share: float | None,
+def cnn(run: Run, r: Rows, name: str, X: dict, cost: dict, seconds: float, *, share: float | None,
         scorer, progress: bool = False) -> Result:
     """A CNN method: trained on (a share of) the training rows minus a held-back fifth that sets its threshold."""
     X_tr, X_ev = r.stack(X, "train"), r.stack(X, "eval")
     y_tr, y_ev = r.labels("train"), r.labels("eval")
-    rng = np.random.default_rng(stream_seed(params["seed"], f"cnn:{name}"))
+    rng = np.random.default_rng(stream_seed(run.seed, f"cnn:{name}"))
     calib = np.zeros(len(y_tr), bool)
     for c in (0, 1):
         idx = np.flatnonzero(y_tr == c)
@@ -240,83 +165,81 @@ def cnn(params, r: Rows, name: str, X: dict, cost: dict, seconds: float, *, shar
         n_fit = int(round(share * (len(y_tr) + len(y_ev))))
         fit = np.sort(rng.choice(fit, min(n_fit, len(fit)), replace=False))
     both = scorer(torch.as_tensor(X_tr[fit]), y_tr[fit], torch.cat([torch.as_tensor(X_tr[calib]),
-                                                                   torch.as_tensor(X_ev)]), params["seed"], progress)
+                                                                   torch.as_tensor(X_ev)]), run.seed, progress)
     s_cal, s_ev = both[:calib.sum()], both[calib.sum():]
-    report = _report(params, y_ev, s_ev, y_tr[calib], s_cal)
+    report = threshold_report(run, y_ev, s_ev, y_tr[calib], s_cal)
     return Result(name, report, cost["forward"], cost["backward"], seconds, eval_scores=s_ev)
 
 
-def evaluation(params: dict, setting: str, *, target: str | None = None, progress: bool = True) -> dict[str, Result]:
+def evaluation(target: Target, setting: str, *, progress: bool = True) -> dict[str, Result]:
     """:func:`evaluate`, cached (pickle-free) under the target's weights, the parameters and the code's version."""
-    from .. import classifiers, metrics, probe
-    t = artifacts.resolve(target or params["targets"][0], params["seed"], progress=progress)
-    key = {"model": t.fingerprint, "target": t.name, "setting": setting,
-           "params": {k: params[k] for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride")},
-           "code": code_version(_this_module(), attacks, gsa, pia, secmi, sima, attacks.blind, attacks.loss,
-                                classifiers, probe, metrics, ddim, trajectory, persample, artifacts)}
+    run = target.run
+    key = {"model": target.fingerprint, "target": target.name, "setting": setting,
+           "params": {k: getattr(run, k) for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride")},
+           "code": code_version(sys.modules[__name__], measurements, attacks, gsa, pia, secmi, sima, attacks.blind,
+                                attacks.loss, classifiers, probe, metrics, ddim, trajectory, persample, artifacts)}
     path = artifact_dir("evaluation", key) / "result.safetensors"
     with artifact_lock(path.parent):
         if not path.exists():
-            results = evaluate(params, setting, target=target, progress=progress)
-            save_state(path, {name: _fields(r) for name, r in results.items()})
-    return {name: _result(fields) for name, fields in load_state(path).items()}
+            results = evaluate(target, setting, progress=progress)
+            save_state(path, {name: result_state(r) for name, r in results.items()})
+    return {name: result_from_state(fields) for name, fields in load_state(path).items()}
 
 
-def _this_module():
-    import sys
-    return sys.modules[__name__]
-
-
-def _result(fields: dict) -> Result:
+def result_from_state(fields: dict) -> Result:
+    """The :class:`Result` stored by :func:`result_state`."""
     scores = fields["eval_scores"]
     return Result(**{**fields, "eval_scores": None if scores is None else scores.numpy()})
 
 
-def _fields(r: Result) -> dict:
+def result_state(r: Result) -> dict:
+    """A :class:`Result` as a pickle-free state (:func:`provlib.io.save_state`)."""
     return {"method": r.method, "report": r.report, "forward": r.forward, "backward": r.backward,
             "seconds_per_image": float(r.seconds_per_image), "chosen_t": r.chosen_t,
             "per_t": {int(t): tuple(float(v) for v in aucs) for t, aucs in r.per_t.items()},
             "eval_scores": None if r.eval_scores is None else torch.as_tensor(np.asarray(r.eval_scores, np.float64))}
 
 
-def evaluate(params: dict, setting: str, *, target: str | None = None, progress: bool = True) -> dict[str, Result]:
+def evaluate(target: Target, setting: str, *, progress: bool = True) -> dict[str, Result]:
     """Every method of the membership comparison on one setting of one target (Table 2)."""
-    r = rows(params, setting, target)
-    splits = ("member", setting)
-    m = {meth: {s: measure(params, meth, s, target=target, progress=progress) for s in splits} for meth in MEASURES}
+    run, r, splits = target.run, rows(target, setting), ("member", setting)
+    m = {meth: {s: measure(target, meth, s, progress=progress) for s in splits} for meth in MEASURES}
     sec = {meth: _mean_seconds(m[meth], r) for meth in MEASURES}
-    grid = timestep_grid(params)
-    out: dict[str, Result] = {}
     traj = {s: m["trajectory"][s] for s in splits}
     per_pass = sec["sima"] / len(BASELINE_TIMESTEPS["sima"])  # one forward at a batch of images, as SimA timed it
-    out["Loss"] = single_score(params, r, "Loss", {s: -np.log(traj[s]["loss"].numpy()) for s in splits}, grid,
-                               attacks.passes("loss", [0]), per_pass)
+    out = {"Loss": single_score(run, r, "Loss", {s: -np.log(traj[s]["loss"].numpy()) for s in splits}, run.grid,
+                                attacks.passes("loss", [0]), per_pass)}
     for meth, name in (("pia", "PIA"), ("pian", "PIAN"), ("sima", "SimA"), ("secmi", "SecMI_stat")):
-        ts, attack = BASELINE_TIMESTEPS[meth], {"secmi": "secmi_stat"}.get(meth, meth)
-        res = single_score(params, r, name, {s: -m[meth][s]["values"].numpy() for s in splits}, ts,
-                           {"forward": 0, "backward": 0}, 0.0)
-        one, every = attacks.passes(attack, [res.chosen_t], k=SECMI_K), attacks.passes(attack, ts, k=SECMI_K)
-        res.forward, res.backward = one["forward"], one["backward"]
-        res.seconds_per_image = sec[meth] * one["forward"] / every["forward"]  # the chosen t's share of the run
-        out[name] = res
+        out[name] = _single_peer(run, r, meth, name, {s: -m[meth][s]["values"].numpy() for s in splits}, sec[meth])
     for meth, name in (("gsa1", "GSA_1"), ("gsa2", "GSA_2")):
         X = {s: m[meth][s]["values"].numpy() for s in splits}
-        out[name] = fitted(params, r, name, X, lambda a, b, c: gsa.gsa_scores(a, b, c, seed=params["seed"]),
-                           attacks.passes(meth, gsa_timesteps(params)), sec[meth])
+        out[name] = fitted(run, r, name, X, lambda a, b, c: gsa.gsa_scores(a, b, c, seed=run.seed),
+                           attacks.passes(meth, gsa_timesteps(run)), sec[meth])
     j = BASELINE_TIMESTEPS["secmi"].index(SECMI_NN_T)
     maps = {s: m["secmi"][s]["residuals"][:, j].numpy() for s in splits}
-    out["SecMI_NNs"] = cnn(params, r, "SecMI_NNs", maps, attacks.passes("secmi_nn", [SECMI_NN_T], k=SECMI_K),
+    out["SecMI_NNs"] = cnn(run, r, "SecMI_NNs", maps, attacks.passes("secmi_nn", [SECMI_NN_T], k=SECMI_K),
                            sec["secmi"], share=SECMI_NN_SHARE,
                            scorer=lambda a, b, c, seed, p: secmi.secmi_nn(a, b, c, seed=seed, progress=p),
                            progress=progress)
-    images = {s: split_images(params, s, target).images.numpy() for s in splits}
-    out["model-blind CNN"] = cnn(params, r, "model-blind CNN", images, attacks.passes("blind"), 0.0, share=None,
+    images = {s: split_images(target, s).images.numpy() for s in splits}
+    out["model-blind CNN"] = cnn(run, r, "model-blind CNN", images, attacks.passes("blind"), 0.0, share=None,
                                  scorer=lambda a, b, c, seed, p: attacks.blind_scores(a, b, c, seed=seed, progress=p),
                                  progress=progress)
     X = {s: trajectory_matrix(traj[s]) for s in splits}
-    out["Trajectory probe"] = fitted(params, r, "Trajectory probe", X, probe_fit_score(params["seed"]),
-                                     attacks.passes("trajectory", grid, features=FEATURES), sec["trajectory"])
+    out["Trajectory probe"] = fitted(run, r, "Trajectory probe", X, probe_fit_score(run.seed),
+                                     attacks.passes("trajectory", run.grid, features=FEATURES), sec["trajectory"])
     return out
+
+
+def _single_peer(run: Run, r: Rows, meth: str, name: str, scores: dict, seconds: float) -> Result:
+    """A peer's score over its timesteps (:func:`single_score`), costed at the chosen t: its passes, and its
+    share of the measured seconds of the run over every t."""
+    ts, attack = BASELINE_TIMESTEPS[meth], {"secmi": "secmi_stat"}.get(meth, meth)
+    res = single_score(run, r, name, scores, ts, {"forward": 0, "backward": 0}, 0.0)
+    one, every = attacks.passes(attack, [res.chosen_t], k=SECMI_K), attacks.passes(attack, ts, k=SECMI_K)
+    res.forward, res.backward = one["forward"], one["backward"]
+    res.seconds_per_image = seconds * one["forward"] / every["forward"]  # the chosen t's share of the run
+    return res
 
 
 def _mean_seconds(by_split: dict, r: Rows) -> float:
@@ -326,33 +249,31 @@ def _mean_seconds(by_split: dict, r: Rows) -> float:
 
 # ----------------------------------------------------------------------------- probes on parts of the features
 
-def trajectory_rows(params: dict, setting: str, target: str | None = None) -> tuple[Rows, dict]:
+def trajectory_rows(target: Target, setting: str) -> tuple[Rows, dict]:
     """The setting's rows and the trajectory features of its two splits (with their compute time)."""
-    r = rows(params, setting, target)
-    return r, {s: measure(params, "trajectory", s, target=target, progress=False) for s in ("member", setting)}
+    return rows(target, setting), {s: measure(target, "trajectory", s, progress=False) for s in ("member", setting)}
 
 
-def per_pass_seconds(params: dict, setting: str, target: str | None = None) -> dict:
+def per_pass_seconds(target: Target, setting: str) -> dict:
     """Measured seconds per image of one forward pass (SimA's run) and of one forward + backward row
     of the trajectory kernel (the features' run), for costing probes on parts of the grid."""
-    r = rows(params, setting, target)
-    sima_m = {s: measure(params, "sima", s, target=target, progress=False) for s in ("member", setting)}
-    traj_m = {s: measure(params, "trajectory", s, target=target, progress=False) for s in ("member", setting)}
-    n_grid = len(timestep_grid(params))
+    r = rows(target, setting)
+    sima_m = {s: measure(target, "sima", s, progress=False) for s in ("member", setting)}
+    traj_m = {s: measure(target, "trajectory", s, progress=False) for s in ("member", setting)}
     return {"forward": _mean_seconds(sima_m, r) / len(BASELINE_TIMESTEPS["sima"]),
-            "forward+backward": _mean_seconds(traj_m, r) / n_grid}
+            "forward+backward": _mean_seconds(traj_m, r) / len(target.run.grid)}
 
 
-def probe_result(params: dict, r: Rows, feats: dict, *, families=FEATURES, columns=None, name: str = "probe",
+def probe_result(run: Run, r: Rows, feats: dict, *, families=FEATURES, columns=None, name: str = "probe",
                  pass_seconds: dict | None = None) -> Result:
     """The linear probe on ``families`` at grid ``columns`` (default: all), evaluated like every method."""
     X = {s: trajectory_matrix(f, families, columns) for s, f in feats.items()}
-    n_t = len(np.arange(len(timestep_grid(params)))[slice(None) if columns is None else columns])
+    n_t = len(np.arange(len(run.grid))[slice(None) if columns is None else columns])
     cost = attacks.passes("trajectory", range(n_t), features=families)
     seconds = 0.0
     if pass_seconds is not None:
         seconds = n_t * pass_seconds["forward+backward" if cost["backward"] else "forward"]
-    return fitted(params, r, name, X, probe_fit_score(params["seed"]), cost, seconds)
+    return fitted(run, r, name, X, probe_fit_score(run.seed), cost, seconds)
 
 
 def with_budget(r: Rows, share: float, seed: int) -> tuple[Rows, dict]:

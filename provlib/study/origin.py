@@ -25,18 +25,16 @@ evaluation rows; every number is measured on evaluation rows.
 """
 from __future__ import annotations
 
-import functools
-import json
-
 import numpy as np
 
-from .. import paths
 from ..kernels.trajectory import FEATURES
-from ..metrics import auc, best_threshold, bootstrap_ci, bootstrap_mean, macro_auc, macro_tpr_at_fpr, multiclass_balanced_accuracy
+from ..metrics import (auc, best_threshold, bootstrap_ci, bootstrap_mean, macro_auc, macro_tpr_at_fpr,
+                       multiclass_balanced_accuracy)
 from ..probe import LinearProbe, feature_matrix
-from . import artifacts
-from .artifacts import parse_split, split_name, subset_positions, train_mask
-from .membership import BASELINE_TIMESTEPS, measure
+from . import measurements
+from .measurements import BASELINE_TIMESTEPS, measured, measured_once
+from .membership import cv_scores, probe_fit_score
+from .run import Run, Target, parse_split, split_name, train_mask
 
 SETTINGS = {"heldout": "non-members are same-distribution held-out images",
             "external": "non-members are external images (MNIST)"}
@@ -48,52 +46,30 @@ ATTRIBUTION_METHODS = ("Trajectory probe", "Loss", "SeDID-style t-error")
 
 # ----------------------------------------------------------------------------- rows
 
-def mask(params: dict, split: str, n: int) -> np.ndarray:
+def mask(run: Run, split: str, n: int) -> np.ndarray:
     """Training rows of a split (codec-free name decides: a split and its re-encodings share rows)."""
     base, count, _ = parse_split(split)
     stream = f"probe:{base}" if count is None else f"probe:{base}#{count}"
-    return train_mask(n, params["probe_train_frac"], params["seed"], stream)
+    return train_mask(n, run.probe_train_frac, run.seed, stream)
 
 
-def measured(params: dict, method: str, split: str, target: str | None = None, *, progress: bool = True) -> dict:
-    """:func:`.membership.measure` of a split; a codec-free subset (``heldout#150``) is read from the
-    whole split's measurements instead of being computed again.  What is computed (not read from the
-    cache) shows a progress bar unless ``progress`` is False (under the batch driver, on its terminal)."""
-    base, count, codec = parse_split(split)
-    if count is None or codec != "none":
-        return measure(params, method, split, target=target, progress=progress)
-    full = measure(params, method, base, target=target, progress=progress)
-    n = len(next(v for v in full.values() if hasattr(v, "shape")))
-    pos = subset_positions(params["seed"], base, n, count)
-    return {k: (v[pos] if hasattr(v, "shape") else v) for k, v in full.items()}
-
-
-def matrix(params: dict, split: str, target: str | None = None, families=FEATURES, columns=None) -> np.ndarray:
+def matrix(target: Target, split: str, families=FEATURES, columns=None) -> np.ndarray:
     """Log trajectory features of ``families`` of a split; or, given ``columns`` (``(family, t)`` pairs of
-    :mod:`.signals`), those columns of every signal family."""
+    :mod:`.measurements`), those columns of every signal family."""
     if columns is None:
-        return feature_matrix(measured(params, "trajectory", split, target), families)
-    from . import measurements as signals
-    key = (json.dumps(params, sort_keys=True, default=str), split, target, str(paths.cache_dir()))
-    values = signals.measurements(params, split, families=list(dict.fromkeys(f for f, _ in columns)),
-                                  read=lambda m: _measured_once(*key, m))
-    return signals.matrix(values, columns, params)
+        return feature_matrix(measured(target, "trajectory", split), families)
+    values = measurements.values(target, split, families=list(dict.fromkeys(f for f, _ in columns)),
+                                 read=lambda m: measured_once(target, m, split))
+    return measurements.matrix(values, columns, target.run)
 
 
-@functools.lru_cache(maxsize=64)
-def _measured_once(params_json: str, split: str, target: str | None, cache: str, method: str) -> dict:
-    """:func:`measured`, read once per process: every probe of a comparison reads its columns from the same
-    measurements (keyed by the cache folder too, which tests change).  Callers copy what they take."""
-    return measured(json.loads(params_json), method, split, target)
-
-
-def _stack(params, splits: dict[int, list[str]], part: str, target, families, fit_splits=None, columns=None):
+def _stack(target: Target, splits: dict[int, list[str]], part: str, families, columns=None):
     """Rows of ``part`` ("train"/"eval") of each class's splits: (X, y)."""
     X, y = [], []
     for label, names in splits.items():
         for s in names:
-            M = matrix(params, s, target, families, columns)
-            m = mask(params, (fit_splits or {}).get(s, s), len(M))
+            M = matrix(target, s, families, columns)
+            m = mask(target.run, s, len(M))
             X.append(M[m] if part == "train" else M[~m])
             y.append(np.full(len(X[-1]), label))
     return np.concatenate(X), np.concatenate(y)
@@ -101,18 +77,18 @@ def _stack(params, splits: dict[int, list[str]], part: str, target, families, fi
 
 # ----------------------------------------------------------------------------- Table 6: 3-way origin
 
-def three_way_rows(params: dict, setting: str, part: str, *, target: str | None = None, families=FEATURES,
-                   columns=None, count: int | None = None, codec: str = "none") -> tuple[np.ndarray, np.ndarray]:
+def three_way_rows(target: Target, setting: str, part: str, *, families=FEATURES, columns=None,
+                   count: int | None = None, codec: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """(X, y) of the 3-way task's ``part`` rows ("train" or "eval"); y: 0 member, 1 generated, 2 non-member."""
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose from {sorted(SETTINGS)}")
     bases = {0: "member", 1: "generated", 2: setting}
-    return _stack(params, {k: [split_name(b, count, codec)] for k, b in bases.items()}, part, target, families,
+    return _stack(target, {k: [split_name(b, count, codec)] for k, b in bases.items()}, part, families,
                   columns=columns)
 
 
-def three_way(params: dict, setting: str, *, target: str | None = None, families=FEATURES, columns=None,
-              count: int | None = None, codec: str = "none", refit: bool = False) -> dict:
+def three_way(target: Target, setting: str, *, families=FEATURES, columns=None, count: int | None = None,
+              codec: str = "none", refit: bool = False) -> dict:
     """The 3-way probe of one setting: metrics with intervals, confusion matrix, evaluation counts.
 
     ``columns`` (``(family, t)`` pairs of :mod:`.signals`) replace ``families``
@@ -120,26 +96,26 @@ def three_way(params: dict, setting: str, *, target: str | None = None, families
     per class; ``codec``: evaluate on re-encoded images, with the probe fitted
     on clean training rows (``refit=False``) or on re-encoded ones (``refit=True``).
     """
-    kw = dict(target=target, families=families, columns=columns, count=count)
-    X_tr, y_tr = three_way_rows(params, setting, "train", codec=codec if refit else "none", **kw)
-    X_ev, y_ev = three_way_rows(params, setting, "eval", codec=codec, **kw)
-    return three_way_fit(params, X_tr, y_tr, X_ev, y_ev)
+    kw = dict(families=families, columns=columns, count=count)
+    X_tr, y_tr = three_way_rows(target, setting, "train", codec=codec if refit else "none", **kw)
+    X_ev, y_ev = three_way_rows(target, setting, "eval", codec=codec, **kw)
+    return three_way_fit(target.run, X_tr, y_tr, X_ev, y_ev)
 
 
-def three_way_fit(params: dict, X_tr: np.ndarray, y_tr: np.ndarray, X_ev: np.ndarray, y_ev: np.ndarray) -> dict:
+def three_way_fit(run: Run, X_tr: np.ndarray, y_tr: np.ndarray, X_ev: np.ndarray, y_ev: np.ndarray) -> dict:
     """Fit the multinomial probe on the training rows, report on the evaluation rows (:func:`multiclass_report`)."""
-    P = LinearProbe(seed=params["seed"]).fit(X_tr, y_tr).predict_proba(X_ev)
-    return multiclass_report(params, y_ev, P)
+    P = LinearProbe(seed=run.seed).fit(X_tr, y_tr).predict_proba(X_ev)
+    return multiclass_report(run, y_ev, P)
 
 
-def multiclass_report(params: dict, y: np.ndarray, P: np.ndarray) -> dict:
+def multiclass_report(run: Run, y: np.ndarray, P: np.ndarray) -> dict:
     """Macro AUC, macro TPR at each of :data:`FPRS`, ASR (with bootstrap intervals) and the confusion matrix."""
     fns = {"macro_auc": macro_auc, "asr": lambda a, p: multiclass_balanced_accuracy(a, p.argmax(1)),
            **{f"macro_tpr@{100 * f:g}%": (lambda a, p, f=f: macro_tpr_at_fpr(a, p, f)) for f in FPRS}}
     out = {"n_eval": {CLASSES[c]: int((y == c).sum()) for c in range(3)}}
     for key, fn in fns.items():
         out[key] = float(fn(y, P))
-        out[f"{key}_lo"], out[f"{key}_hi"] = bootstrap_ci(fn, y, P, n_boot=params["n_bootstrap"], seed=params["seed"])
+        out[f"{key}_lo"], out[f"{key}_hi"] = bootstrap_ci(fn, y, P, n_boot=run.n_bootstrap, seed=run.seed)
     pred = P.argmax(1)
     out["confusion"] = [[float(np.mean(pred[y == a] == b)) for b in range(3)] for a in range(3)]
     out["negatives"] = {CLASSES[c]: int((y != c).sum()) for c in range(3)}  # behind each one-vs-rest TPR
@@ -148,24 +124,24 @@ def multiclass_report(params: dict, y: np.ndarray, P: np.ndarray) -> dict:
 
 # ----------------------------------------------------------------------------- Table 7: open-world attribution
 
-def _scores(params, method: str, split: str, target) -> np.ndarray:
+def _scores(target: Target, method: str, split: str) -> np.ndarray:
     """(N, T) scores of a split, higher = generated by the target (method's columns over its timesteps)."""
     if method == "Loss":
-        return -np.log(measured(params, "trajectory", split, target)["loss"].numpy())
+        return -np.log(measured(target, "trajectory", split)["loss"].numpy())
     if method == "SeDID-style t-error":
-        return -np.log(measured(params, "secmi", split, target)["values"].numpy())
+        return -np.log(measured(target, "secmi", split)["values"].numpy())
     raise ValueError(method)
 
 
-def attribution_rows(params: dict, *, target: str | None = None, columns=None, count: int | None = None,
+def attribution_rows(target: Target, *, columns=None, count: int | None = None,
                      codec: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """(X, y) training rows of model attribution: the target's samples (1) against real images (0)."""
     pos, neg = [split_name("generated", count, codec)], [split_name(s, count, codec) for s in REAL]
-    return _stack(params, {1: pos, 0: neg}, "train", target, FEATURES, columns=columns)
+    return _stack(target, {1: pos, 0: neg}, "train", FEATURES, columns=columns)
 
 
-def attribution(params: dict, *, target: str | None = None, count: int | None = None, codec: str = "none",
-                refit: bool = False, probes: dict | None = None) -> dict:
+def attribution(target: Target, *, count: int | None = None, codec: str = "none", refit: bool = False,
+                probes: dict | None = None) -> dict:
     """Open-world attribution: per method, the share of each source's evaluation samples attributed to the
     target, at a threshold chosen on training rows (best balanced accuracy of target samples vs real).
 
@@ -177,48 +153,49 @@ def attribution(params: dict, *, target: str | None = None, count: int | None = 
     """
     fit_codec = codec if refit else "none"
     pos, neg = [split_name("generated", count, fit_codec)], [split_name(s, count, fit_codec) for s in REAL]
-    sources = ["generated", *REAL, *(f"open:{g}" for g in params["open_world"])]
+    run = target.run
+    sources = ["generated", *REAL, *(f"open:{g}" for g in run.open_world)]
     probes = {"Trajectory probe": None, **(probes or {})}
     out = {}
     for method in [*ATTRIBUTION_METHODS, *(m for m in probes if m not in ATTRIBUTION_METHODS)]:
         if method in probes:
             cols = probes[method]
-            X_tr, y_tr = attribution_rows(params, target=target, columns=cols, count=count, codec=fit_codec)
-            probe = LinearProbe(seed=params["seed"]).fit(X_tr, y_tr)
+            X_tr, y_tr = attribution_rows(target, columns=cols, count=count, codec=fit_codec)
+            probe = LinearProbe(seed=run.seed).fit(X_tr, y_tr)
             score = lambda s, probe=probe, cols=cols: probe.decision_function(  # noqa: E731
-                matrix(params, s, target, FEATURES, cols))
-            oof = oof_scores(params, X_tr, y_tr)
+                matrix(target, s, FEATURES, cols))
+            oof = oof_scores(run, X_tr, y_tr)
             thr, chosen = best_threshold(y_tr, oof), None
         else:
             tr = {}
             for lab, group in ((1, pos), (0, neg)):
-                parts = [_scores(params, method, s, target) for s in group]
-                tr[lab] = np.concatenate([p[mask(params, s, len(p))] for s, p in zip(group, parts)])
+                parts = [_scores(target, method, s) for s in group]
+                tr[lab] = np.concatenate([p[mask(run, s, len(p))] for s, p in zip(group, parts)])
             y_tr = np.r_[np.ones(len(tr[1])), np.zeros(len(tr[0]))]
             S = np.concatenate([tr[1], tr[0]])
             j = int(np.argmax([auc(y_tr, S[:, j]) for j in range(S.shape[1])]))
-            thr, chosen = best_threshold(y_tr, S[:, j]), _timesteps(params, method)[j]
-            score = lambda s, j=j: _scores(params, method, s, target)[:, j]  # noqa: E731
+            thr, chosen = best_threshold(y_tr, S[:, j]), _timesteps(run, method)[j]
+            score = lambda s, j=j: _scores(target, method, s)[:, j]  # noqa: E731
         rows = {}
         for src in sources:
             split = split_name(src, count, codec)
             s = score(split)
             if not src.startswith("open:"):   # evaluation rows only; an unseen generator's are all unseen
-                s = s[~mask(params, split, len(s))]
+                s = s[~mask(run, split, len(s))]
             hit = (s >= thr).astype(float)
-            _, lo, hi = bootstrap_mean(hit, n_boot=params["n_bootstrap"], seed=params["seed"])
+            _, lo, hi = bootstrap_mean(hit, n_boot=run.n_bootstrap, seed=run.seed)
             rows[src] = {"attributed": float(hit.mean()), "lo": lo, "hi": hi, "n": int(len(hit))}
         out[method] = {"threshold": float(thr), "chosen_t": chosen, "rows": rows}
     return out
 
 
-def _timesteps(params, method) -> list[int]:
+def _timesteps(run: Run, method) -> list[int]:
     if method == "Loss":
-        return [int(t) for t in artifacts.timestep_grid(params)]
+        return [int(t) for t in run.grid]
     return list(BASELINE_TIMESTEPS["secmi"])
 
 
-def oof_scores(params, X, y) -> np.ndarray:
-    from .membership import _cv_scores, probe_fit_score
-    return _cv_scores(probe_fit_score(params["seed"]), X, y, params["seed"])
+def oof_scores(run: Run, X, y) -> np.ndarray:
+    """Out-of-fold scores of the linear probe on ``X`` (for its threshold, set on training rows)."""
+    return cv_scores(probe_fit_score(run.seed), X, y, run.seed)
 

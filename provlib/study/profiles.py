@@ -2,11 +2,14 @@
 
 ``tiny`` runs every notebook in seconds (tests, nbval); ``cpu`` is the
 embedded default study (the main job, minutes on a 2-core CPU).  A profile
-holds literals only; every notebook takes the same names as papermill
-parameters.
+holds literals only.  A notebook declares, as papermill parameters, the names
+it reads, with the tiny profile's values as defaults; the batch driver gives
+them the selected profile's values.  :class:`provlib.study.run.Run` holds them.
 """
 from __future__ import annotations
 
+from .generators import GENERATORS
+from .suspects import SOURCES
 from .targets import TARGETS
 
 PROFILES: dict[str, dict] = {
@@ -68,8 +71,13 @@ RULES: dict[str, tuple] = {
 }
 
 
+SEQUENCES = ("targets", "sedid_targets", "attribution_sources", "open_world")   # lists of names
+
+
 def check_parameter(name: str, value):
     """``value`` if it is valid for parameter ``name`` (see :data:`RULES`), else a ValueError naming both."""
+    if name not in RULES and name not in SEQUENCES and name != "profile":
+        raise ValueError(f"unknown parameter {name!r}; known: {sorted(PROFILES['tiny'])}")
     if name == "profile":
         if value not in PROFILES:
             raise ValueError(f"unknown profile {value!r}; choose from {sorted(PROFILES)}")
@@ -82,16 +90,12 @@ def check_parameter(name: str, value):
             raise ValueError(f"parameter {name} {list(value)}: unknown or repeated names; known: {sorted(TARGETS)}")
         return list(value)
     if name == "attribution_sources":
-        from .suspects import SOURCES
-
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value \
                 or not set(value) <= set(SOURCES) or len(set(value)) != len(value):
             raise ValueError(f"parameter attribution_sources must be a non-empty list of distinct source models "
                              f"from {list(SOURCES)}, got {value!r}")
         return list(value)
     if name == "open_world":
-        from .generators import GENERATORS
-
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
             raise ValueError(f"parameter open_world must be a non-empty list of generator names, got {value!r}")
         unknown = [v for v in value if v not in GENERATORS]
@@ -128,7 +132,12 @@ def get_profile(name: str, **overrides) -> dict:
     params.update(overrides)
     for key, value in overrides.items():
         check_parameter(key, value)
-    if params["n_keys"] > params["n_keys_max"]:
-        raise ValueError(f"n_keys ({params['n_keys']}) cannot exceed n_keys_max ({params['n_keys_max']}): "
-                         "only n_keys_max keys are queried")
+    check_profile(params)
     return params
+
+
+def check_profile(values: dict) -> None:
+    """The checks that involve two parameters (of those ``values`` holds)."""
+    if "n_keys" in values and "n_keys_max" in values and values["n_keys"] > values["n_keys_max"]:
+        raise ValueError(f"n_keys ({values['n_keys']}) cannot exceed n_keys_max ({values['n_keys_max']}): "
+                         "only n_keys_max keys are queried")

@@ -39,14 +39,15 @@ import torch
 
 from .. import paths, sampling
 from ..attribution import watermark
-from ..data import SplitManifest, make_manifest
-from ..io import artifact_dir, artifact_lock, cached, code_version, replace_dir
-from ..runtime import default_device
-from ..seeds import stream_seed
-from ..models import ddpm, load_model, save_model, train_ddpm
+from ..data import SplitManifest, make_manifest, to_model_range, to_uint8
+from ..io import artifact_dir, artifact_lock, atomic_write, cached, code_version, replace_dir
+from ..models import ddpm, load_model, model_fingerprint, save_model, train_ddpm
 from ..models import lora as lora_mod
 from ..models.ddpm import TrainConfig, UNetConfig
 from ..models.lora import LoraTrainConfig, apply_lora, save_lora, train_lora
+from ..runtime import default_device
+from ..seeds import stream_seed
+from .targets import embedded_images, embedded_model_dir, matches, ship
 
 DATASET = "fashion_mnist"
 SIZE = 16
@@ -125,19 +126,15 @@ def study_seed(stream: str, seed: int = 0) -> int:
 @lru_cache(maxsize=2)
 def pools(seed: int = 0) -> SplitManifest:
     """Disjoint Fashion-MNIST pools: the base's, each source's own, and the real images suspects use."""
-    from .artifacts import _embedded
-
     datasets = sorted({ds for ds, _ in POOLS.values()})
-    return make_manifest(dict(POOLS), study_seed("pools", seed), {ds: len(_embedded(ds, SIZE)) for ds in datasets})
+    return make_manifest(dict(POOLS), study_seed("pools", seed), {ds: len(embedded_images(ds, SIZE)) for ds in datasets})
 
 
 def pool_images(name: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` of one pool."""
-    from .artifacts import _embedded
-
     if name not in POOLS:
         raise ValueError(f"unknown pool {name!r}; choose from {sorted(POOLS)}")
-    d = _embedded(POOLS[name][0], SIZE).subset(pools(seed).indices[name])
+    d = embedded_images(POOLS[name][0], SIZE).subset(pools(seed).indices[name])
     return d.images, torch.as_tensor(d.labels)
 
 
@@ -158,10 +155,8 @@ def model_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool
     """The base or a source model: the shipped one if it matches its configuration, else the cache, else trained."""
     if name not in (BASE, *SOURCES):
         raise ValueError(f"unknown model {name!r}; choose from {[BASE, *SOURCES]}")
-    from .artifacts import _recorded_config, embedded_model_dir
-
     record = json.loads(json.dumps(_record(name, seed)))
-    if not retrain and _recorded_config(embedded_model_dir(name)) == record:
+    if not retrain and matches(embedded_model_dir(name), record):
         return embedded_model_dir(name)
     d = artifact_dir("attribution-model", {**record, "code": code_version(ddpm)})
     with artifact_lock(d):
@@ -200,8 +195,6 @@ def watermark_key(source: str) -> int:
 
 
 def _release_record(source: str, seed: int) -> dict:
-    from ..models import model_fingerprint
-
     return {"source": source, "model": model_fingerprint(load(source, seed)[0]), **RELEASE,
             "watermark_key": watermark_key(source), "seed": seed}
 
@@ -217,8 +210,6 @@ def release(source: str, seed: int = 0, *, progress: bool = True) -> tuple[torch
     suspects' fine-tuning sets are the same bytes on every machine; drawn again
     (and cached) only when the shipped file does not match the source's weights.
     """
-    from ..data import to_model_range, to_uint8
-
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose from {SOURCES}")
     record = _release_record(source, seed)
@@ -243,9 +234,6 @@ def release(source: str, seed: int = 0, *, progress: bool = True) -> tuple[torch
 
 def embed_release(source: str, seed: int = 0) -> Path:
     """Ship ``source``'s release (uint8 pixels, labels, and the record it matches)."""
-    from ..data import to_uint8
-    from ..io import atomic_write
-
     images, labels = release(source, seed)
     record = json.dumps(_release_record(source, seed))
     f = embedded_release_path(source)
@@ -280,7 +268,7 @@ def suspect_data(name: str, seed: int = 0) -> dict:
             "release_index": rel_idx, "real_index": real_idx}
 
 
-def _suspect_record(name: str, seed: int) -> dict:
+def suspect_record(name: str, seed: int) -> dict:
     s = get_suspect(name)
     d = suspect_data(name, seed)
     return {"kind": "LoRA fine-tune", "base": BASE, "source": s.source, "rho": s.rho, "role": s.role,
@@ -295,7 +283,7 @@ def embedded_suspect_dir(name: str) -> Path:
 
 def suspect_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bool = False) -> Path:
     """A suspect's adapter directory (peft format): shipped if it matches, else cached, else trained now."""
-    record = json.loads(json.dumps(_suspect_record(name, seed)))
+    record = json.loads(json.dumps(suspect_record(name, seed)))
     shipped = embedded_suspect_dir(name)
     if not retrain and (shipped / "provlib.json").exists() \
             and json.loads((shipped / "provlib.json").read_text())["config"] == record:
@@ -321,15 +309,9 @@ def suspect_dir(name: str, seed: int = 0, *, retrain: bool = False, progress: bo
 def embed_all(seed: int = 0, *, retrain: bool = False, progress: bool = True, names=None, models: bool = True) -> None:
     """Train (or reuse) and ship the base, the sources and their releases (``models``), then the suspects
     ``names`` (default: all)."""
-    from .artifacts import embedded_model_dir
-
     for name in (BASE, *SOURCES) if models else ():
-        src = model_dir(name, seed, retrain=retrain, progress=progress)
-        if src.resolve() != embedded_model_dir(name).resolve():
-            replace_dir(embedded_model_dir(name), lambda new, src=src: shutil.copytree(src, new))
+        ship(model_dir(name, seed, retrain=retrain, progress=progress), embedded_model_dir(name))
     for source in SOURCES if models else ():
         embed_release(source, seed)
     for name in SUSPECTS if names is None else names:
-        src = suspect_dir(name, seed, retrain=retrain, progress=progress)
-        if src.resolve() != embedded_suspect_dir(name).resolve():
-            replace_dir(embedded_suspect_dir(name), lambda new, src=src: shutil.copytree(src, new))
+        ship(suspect_dir(name, seed, retrain=retrain, progress=progress), embedded_suspect_dir(name))

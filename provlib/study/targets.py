@@ -1,11 +1,13 @@
-"""The study's target models as named configurations.
+"""The study's target models: named configurations, their splits, and where each one's model comes from.
 
 A target is a DDPM of the study: the dataset and member count it is trained
 on, its architecture and training budget, and the images that evaluate it
 (its members, same-distribution held-out images, external images).  Profiles
-list targets by name; :func:`provlib.study.artifacts.resolve` turns a name and
-a seed into the resolved :class:`provlib.study.artifacts.Target` (split
-manifest, model directory, weights fingerprint) that every step reads.
+list targets by name; :func:`resolve` turns a name and a seed into a
+:class:`TargetModel` (split manifest, model directory, weights fingerprint):
+the shipped model when it was trained with exactly this configuration, else
+the cache's, else one trained now.  A run's :class:`provlib.study.run.Target`
+reads it.
 
 The ``fm*`` targets span strong to weak memorisation at the same training
 compute (member count x epochs = 0.5M image-steps): 500 members for 1,000
@@ -19,9 +21,21 @@ configuration, split manifest and loss history) and retrained by
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
-from ..models import TrainConfig, UNetConfig
+import numpy as np
+
+from .. import paths
+from ..data import ImageSet, SplitManifest, load_embedded, make_manifest
+from ..io import artifact_dir, artifact_lock, code_version, replace_dir
+from ..models import TrainConfig, UNetConfig, ddpm, load_model, model_fingerprint, save_model, train_ddpm
+from ..runtime import default_device
+from ..seeds import stream_seed
 
 
 @dataclass(frozen=True)
@@ -74,3 +88,164 @@ def get_target(name: str) -> TargetConfig:
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}; choose from {sorted(TARGETS)}")
     return TARGETS[name]
+
+
+# ----------------------------------------------------------------------------- splits
+
+@lru_cache(maxsize=8)
+def embedded_images(name: str, size: int) -> ImageSet:
+    """An embedded dataset (:func:`provlib.data.load_embedded`), loaded once per process: every caller takes
+    subsets of this one object and never changes it."""
+    return load_embedded(name, size)
+
+
+def pool_sizes(config: TargetConfig) -> dict[str, int]:
+    """Number of images of each embedded dataset a target draws from."""
+    return {name: len(embedded_images(name, config.image_size)) for name in (config.dataset, config.external)}
+
+
+def target_manifest(config: TargetConfig, seed: int) -> SplitManifest:
+    """Member / held-out (``config.dataset``) and external (``config.external``) splits drawn from ``seed``."""
+    sizes = {"member": (config.dataset, config.n_member), "heldout": (config.dataset, config.n_heldout),
+             "external": (config.external, config.n_external)}
+    return make_manifest(sizes, seed, pool_sizes(config))
+
+
+def evaluated_sets(config: TargetConfig, seed: int, manifest: SplitManifest | None = None) -> dict[str, ImageSet]:
+    """The real image sets the study evaluates a target with: ``member`` (the evaluated members, a seeded
+    subset when the target says so), ``heldout`` and ``external``."""
+    m = manifest or target_manifest(config, seed)
+    sets = {split: embedded_images(m.datasets[split], config.image_size).subset(idx, name=split)
+            for split, idx in m.indices.items()}
+    if config.members_evaluated < config.n_member:
+        rng = np.random.default_rng(stream_seed(seed, f"members evaluated:{config.name}"))
+        keep = np.sort(rng.choice(config.n_member, config.members_evaluated, replace=False))
+        sets["member"] = sets["member"].subset(keep, name="member")
+    return sets
+
+
+# ----------------------------------------------------------------------------- the model: shipped, cached or trained
+
+def model_config(config: TargetConfig, manifest: SplitManifest) -> dict:
+    """Everything a target model depends on (recorded beside a shipped model, and its cache key)."""
+    return {"train": config.train.to_dict(), "dataset": f"{config.dataset}@{config.image_size}",
+            "members_sha256": hashlib.sha256(manifest.indices["member"].tobytes()).hexdigest()}
+
+
+def embedded_model_dir(name: str) -> Path:
+    """Where model ``name`` (a target, a generator, a model of the attribution study) is shipped."""
+    return paths.EMBEDDED_MODELS_DIR / name
+
+
+def recorded_config(model_dir: Path) -> dict | None:
+    """The configuration a model directory records it was trained with (``provlib.json``), or None."""
+    f = Path(model_dir) / "provlib.json"
+    return json.loads(f.read_text())["config"] if f.exists() else None
+
+
+def matches(model_dir: Path, record: dict) -> bool:
+    """Whether the model in ``model_dir`` was trained with exactly the configuration ``record``."""
+    return recorded_config(model_dir) == json.loads(json.dumps(record))
+
+
+def shipped_matches(name: str, seed: int = 0) -> bool:
+    """Whether the model shipped for target ``name`` was trained with exactly its configuration."""
+    config = get_target(name)
+    return matches(embedded_model_dir(name), model_config(config, target_manifest(config, seed)))
+
+
+def ship(src: Path, dst: Path) -> Path:
+    """Copy the model directory ``src`` over the shipped ``dst``, replacing it only once the copy is complete."""
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        return dst
+    return replace_dir(dst, lambda new: shutil.copytree(src, new))
+
+
+def trained_model_dir(config: TargetConfig, manifest: SplitManifest, *, retrain: bool = False,
+                      progress: bool = True) -> Path:
+    """The cache directory of the target model trained by this code, training it first if needed.
+
+    Keyed by the model configuration and the training code's version.  The
+    directory appears complete or not at all (built beside, then renamed).
+    """
+    cfg = model_config(config, manifest)
+    d = artifact_dir("model", {**cfg, "code": code_version(ddpm)})
+    ckpt = d / "train_state.safetensors"
+    with artifact_lock(d):
+        if retrain:
+            shutil.rmtree(d / "model", ignore_errors=True)
+            ckpt.unlink(missing_ok=True)
+        if not (d / "model" / "model_index.json").exists():
+            members = embedded_images(config.dataset, config.image_size).subset(manifest.indices["member"])
+            unet, scheduler, history = train_ddpm(members.images, config.train, checkpoint=ckpt, progress=progress)
+            info = {"config": cfg, "loss_history": history,
+                    "command": f"python -m provlib.train --target {config.name} --retrain --embed",
+                    "trained_on": default_device().type}
+
+            def write(tmp: Path) -> None:
+                save_model(unet, scheduler, tmp, info)
+                manifest.save(tmp / "splits.json")
+
+            replace_dir(d / "model", write)
+    return d / "model"
+
+
+@dataclass(frozen=True)
+class TargetModel:
+    """A target's model, resolved for one seed: its split manifest, directory and weights fingerprint."""
+
+    config: TargetConfig
+    seed: int
+    manifest: SplitManifest
+    model_dir: Path
+    fingerprint: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def load(self, device=None):
+        """``(unet, scheduler)`` of the target model."""
+        return load_model(self.model_dir, device=device)
+
+
+def resolve(name: str, seed: int, *, progress: bool = True) -> TargetModel:
+    """Target ``name``'s model for the run seed ``seed``: the shipped model if it matches, else the cache,
+    else trained.  Resolved once per process (and per shipped-model and cache folder)."""
+    return _resolve(name, int(seed), progress, str(paths.EMBEDDED_MODELS_DIR), str(paths.cache_dir()))
+
+
+@lru_cache(maxsize=16)
+def _resolve(name: str, seed: int, progress: bool, shipped_root: str, cache_root: str) -> TargetModel:
+    config = get_target(name)
+    manifest = target_manifest(config, seed)
+    model_dir = embedded_model_dir(name)
+    if not matches(model_dir, model_config(config, manifest)):
+        model_dir = trained_model_dir(config, manifest, progress=progress)
+    unet, _ = load_model(model_dir)
+    return TargetModel(config, seed, manifest, model_dir, model_fingerprint(unet))
+
+
+def forget_resolved() -> None:
+    """Resolve every target again (after its shipped or cached model changed), as a new process would."""
+    _resolve.cache_clear()
+
+
+def retrain(name: str, seed: int = 0, *, progress: bool = True) -> Path:
+    """Train target ``name`` from scratch into the cache (the shipped model is left alone)."""
+    config = get_target(name)
+    forget_resolved()
+    return trained_model_dir(config, target_manifest(config, seed), retrain=True, progress=progress)
+
+
+def embed_model(src: Path, name: str) -> Path:
+    """Copy a trained model directory over target ``name``'s shipped one, only once the copy is complete."""
+    src, dst = Path(src), embedded_model_dir(name)
+    if not (src / "model_index.json").exists():
+        raise FileNotFoundError(f"no trained model to embed at {src}; the shipped model {dst} is left as it is")
+    if src.resolve() != dst.resolve():
+        load_model(src)  # refuse to ship what does not load
+    out = ship(src, dst)
+    forget_resolved()
+    return out

@@ -35,7 +35,9 @@ from ..io import cached, code_version
 from ..metrics import binary_report, best_threshold, threshold_at_fpr
 from ..models import model_fingerprint
 from ..probe import LinearProbe
+from ..progress import progress_bar
 from . import suspects as S
+from .run import Run
 
 STRATEGIES = ("generation", "training", "random")   # ours, ours, baseline 2
 METHODS = (*STRATEGIES, "watermark")                # baseline 1 last
@@ -48,9 +50,9 @@ WATERMARK_ID0 = 100_000  # seeds of the watermark query's generations: disjoint 
 
 # ----------------------------------------------------------------------------- models of the profile
 
-def suspects(params: dict, source: str, role: str) -> list[S.Suspect]:
+def suspects(run: Run, source: str, role: str) -> list[S.Suspect]:
     """The profile's suspects of ``source`` in ``role``: ``suspects_per_role`` per ``rho``, innocents first."""
-    return [s for s in S.suspects_of(source, role) if s.index < params["suspects_per_role"]]
+    return [s for s in S.suspects_of(source, role) if s.index < run.suspects_per_role]
 
 
 @lru_cache(maxsize=8)
@@ -60,19 +62,19 @@ def _fingerprint(name: str, seed: int) -> str:
 
 # ----------------------------------------------------------------------------- key samples
 
-def _key_config(params: dict, source: str, strategy: str) -> dict:
-    return {"source": source, "source_model": _fingerprint(source, params["seed"]),
-            "base_model": _fingerprint(S.BASE, params["seed"]), "strategy": strategy, "n": params["n_keys_max"],
-            "candidates": CANDIDATES_PER_KEY * params["n_keys_max"], "seed": params["seed"],
+def _key_config(run: Run, source: str, strategy: str) -> dict:
+    return {"source": source, "source_model": _fingerprint(source, run.seed),
+            "base_model": _fingerprint(S.BASE, run.seed), "strategy": strategy, "n": run.n_keys_max,
+            "candidates": CANDIDATES_PER_KEY * run.n_keys_max, "seed": run.seed,
             "code": code_version(K)}
 
 
-def keyset(params: dict, source: str, strategy: str) -> K.KeySet:
+def keyset(run: Run, source: str, strategy: str) -> K.KeySet:
     """``n_keys_max`` key samples of ``source`` by ``strategy``, best first (cached)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    cfg = _key_config(params, source, strategy)
-    n, seed = cfg["n"], params["seed"]
+    cfg = _key_config(run, source, strategy)
+    n, seed = cfg["n"], run.seed
 
     def compute():
         own_x, own_y = S.pool_images(source, seed)
@@ -98,17 +100,17 @@ def keyset(params: dict, source: str, strategy: str) -> K.KeySet:
 
 # ----------------------------------------------------------------------------- queries
 
-def query(params: dict, source: str, suspect: str) -> dict[str, np.ndarray]:
+def query(run: Run, source: str, suspect: str) -> dict[str, np.ndarray]:
     """One suspect's answers to ``source``'s keys (cached): ``{strategy: (n_keys_max,) distances,
     "watermark": (n_keys_max,) bit accuracies of its own generations}``."""
-    n, seed = params["n_keys_max"], params["seed"]
-    cfg = {"source": source, "suspect": suspect, "suspect_model": S._suspect_record(suspect, seed),
-           "keys": {s: _key_config(params, source, s) for s in STRATEGIES}, "n": n, "seed": seed,
+    n, seed = run.n_keys_max, run.seed
+    cfg = {"source": source, "suspect": suspect, "suspect_model": S.suspect_record(suspect, seed),
+           "keys": {s: _key_config(run, source, s) for s in STRATEGIES}, "n": n, "seed": seed,
            "watermark_key": S.watermark_key(source), "code": code_version(K, watermark)}
 
     def compute():   # the key sets are read only when the answers are not cached yet
         unet, scheduler = S.load(suspect, seed)
-        out = {s: torch.from_numpy(K.query(unet, scheduler, keyset(params, source, s), seed=seed)) for s in STRATEGIES}
+        out = {s: torch.from_numpy(K.query(unet, scheduler, keyset(run, source, s), seed=seed)) for s in STRATEGIES}
         labels = torch.arange(n) % S.NUM_CLASSES
         gen = K.generate(unet, scheduler, labels, np.arange(WATERMARK_ID0, WATERMARK_ID0 + n), seed=seed,
                          device="cpu")
@@ -119,18 +121,16 @@ def query(params: dict, source: str, suspect: str) -> dict[str, np.ndarray]:
     return {m: t[m].numpy() for m in METHODS}
 
 
-def answers(params: dict, source: str, *, progress: bool = True) -> pd.DataFrame:
+def answers(run: Run, source: str, *, progress: bool = True) -> pd.DataFrame:
     """Every profile suspect's answers to ``source``: one row per (model, method) with the scores array.
 
     Columns: ``model, source, rho, role, index, infringing, method, scores`` (distances for the key
     strategies, lower = counts; bit accuracies for the watermark, higher = counts).
     """
-    from ..progress import progress_bar
-
-    models = [s for role in S.ROLES for s in suspects(params, source, role)]
+    models = [s for role in S.ROLES for s in suspects(run, source, role)]
     rows = []
     for s in progress_bar(models, desc=f"querying suspects of {source}", enabled=progress):
-        for method, scores in query(params, source, s.name).items():
+        for method, scores in query(run, source, s.name).items():
             rows.append({"model": s.name, "source": source, "rho": s.rho, "role": s.role, "index": s.index,
                          "infringing": s.rho > 0, "method": method, "scores": scores})
     return pd.DataFrame(rows)

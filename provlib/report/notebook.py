@@ -1,0 +1,55 @@
+"""What every notebook shares: its setup, how it writes a number with its interval, the papers it checks.
+
+A notebook's parameters cell declares the parameters it reads (literal
+defaults: the tiny profile's values); its next cell is
+
+    run = report.setup(profile, seed=seed, targets=targets, ...)
+
+which gives the notebook's :class:`~provlib.study.run.Run` (reading a parameter
+the cell did not declare is an error naming it), and sets what every figure
+and table shares: seaborn's paper theme, pandas' display precision, torch's
+global seed.  A value that differs from the profile's is said (a warning here,
+and beside every table: :func:`provlib.report.provenance`).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Mapping
+
+import pandas as pd
+import seaborn as sns
+import torch
+
+from ..study.run import Run
+
+# the papers whose claims the notebooks test, as claims.md names them
+TRACING_THE_ROOTS = "Tracing the Roots (Floros et al., 2025)"
+SEDID = "SeDID (Ma et al., 2023)"
+TRAINING_DATA_ATTRIBUTION = "Training data attribution (Zhang et al., 2024)"
+OURS = "ours (provlib)"
+
+
+def setup(profile: str, **parameters) -> Run:
+    """The notebook's run: exactly the ``parameters`` it declares, labelled ``profile`` (see the module
+    docstring); also sets the plotting theme, the display precision and torch's seed (``seed``, which
+    every notebook declares)."""
+    warnings.filterwarnings("ignore", message="IProgress not found")  # plain-text progress bars are fine
+    run = Run.declared(profile, **parameters)
+    if run.overrides():
+        warnings.warn(f"these values differ from profile {profile!r}'s: {run.overrides()} (the batch driver, "
+                      f"python -m provlib.batch --profile {profile}, gives every parameter the profile's value)",
+                      stacklevel=2)
+    torch.manual_seed(run.seed)
+    sns.set_theme(context="paper", style="whitegrid")
+    pd.set_option("display.precision", 3)
+    return run
+
+
+def interval(values: Mapping, key: str, digits: int = 3) -> str:
+    """``"0.512 [0.431, 0.590]"``: ``values[key]`` and its interval ``values[key + "_lo"]``, ``values[key + "_hi"]``."""
+    return f"{values[key]:.{digits}f} {bracket(values, key, digits)}"
+
+
+def bracket(values: Mapping, key: str, digits: int = 3) -> str:
+    """``"[0.431, 0.590]"``: the interval of ``values[key]`` alone."""
+    return f"[{values[key + '_lo']:.{digits}f}, {values[key + '_hi']:.{digits}f}]"
