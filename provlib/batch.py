@@ -61,6 +61,11 @@ def list_notebooks(notebooks_dir: Path) -> list[Path]:
     return sorted(p for p in Path(notebooks_dir).glob("*.ipynb") if p.name[:1].isdigit())
 
 
+class RunRefused(ValueError, RuntimeError):
+    """A batch run refused before any notebook ran (a bad value, no such notebook, a run already writing
+    the same folders); the command line prints it as one line and exits with status 2."""
+
+
 def select_notebooks(notebooks: list[Path], only: Sequence[str] | str | None) -> list[Path]:
     """The notebooks whose stem starts with one of the ``only`` prefixes (all when None)."""
     if only is None:
@@ -70,7 +75,7 @@ def select_notebooks(notebooks: list[Path], only: Sequence[str] | str | None) ->
     stems = [nb.stem for nb in notebooks]
     unmatched = [p for p in prefixes if not any(s.startswith(p) for s in stems)]
     if unmatched:
-        raise ValueError(f"--only {unmatched} matches no notebook; notebooks: {stems}")
+        raise RunRefused(f"--only {unmatched} matches no notebook; notebooks: {stems}")
     return [nb for nb in notebooks if any(nb.stem.startswith(p) for p in prefixes)]
 
 
@@ -109,15 +114,18 @@ def check_overrides(overrides: dict, notebooks: Sequence[Path]) -> dict:
     for name, value in overrides.items():
         owners = [nb for nb, d in declared.items() if name in d]
         if not owners:
-            raise ValueError(f"parameter {name!r} is declared by none of the selected notebooks "
+            raise RunRefused(f"parameter {name!r} is declared by none of the selected notebooks "
                              f"({', '.join(nb.name for nb in notebooks)}); they take: {', '.join(known)}")
         for nb in owners:
             annotation = declared[nb][name]["inferred_type_name"]
             if not _accepts(annotation, value):
-                raise ValueError(f"parameter {name!r} of {nb.name} is {annotation}, got {value!r} "
+                raise RunRefused(f"parameter {name!r} of {nb.name} is {annotation}, got {value!r} "
                                  f"({type(value).__name__})")
         if (name in RULES or name in ("profile", "targets")) and value is not None:
-            check_parameter(name, value)
+            try:
+                check_parameter(name, value)
+            except ValueError as err:
+                raise RunRefused(f"parameter {name!r}: {err}") from None
     return dict(overrides)
 
 
@@ -203,7 +211,7 @@ def run_batch(profile: str, notebooks_dir: Path | str | None = None,
     params = get_profile(profile)
     notebooks = list_notebooks(Path(notebooks_dir or paths.NOTEBOOKS_DIR))
     if not notebooks:
-        raise FileNotFoundError(f"no notebooks (<digit>*.ipynb) in {notebooks_dir or paths.NOTEBOOKS_DIR}")
+        raise RunRefused(f"no notebooks (<digit>*.ipynb) in {notebooks_dir or paths.NOTEBOOKS_DIR}")
     chosen = select_notebooks(notebooks, only)
     overrides = check_overrides(overrides or {}, chosen)
     params = {**params, **overrides}
@@ -260,7 +268,7 @@ def batch_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise RuntimeError(f"another batch run (pid {f.read().strip() or '?'}) is writing {out_dir}; "
+            raise RunRefused(f"another batch run (pid {f.read().strip() or '?'}) is writing {out_dir}; "
                                "wait for it to end, or stop it first") from None
         f.seek(0)
         f.truncate()
@@ -299,8 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {name: parse_value(value) for name, value in args.parameter}
     signal.signal(signal.SIGTERM, _terminate)  # so that `kill` ends the run through its finally blocks
-    record = run_batch(args.profile, notebooks_dir=args.notebooks_dir, only=args.only, kernel=args.kernel,
-                       overrides=overrides)
+    try:
+        record = run_batch(args.profile, notebooks_dir=args.notebooks_dir, only=args.only, kernel=args.kernel,
+                           overrides=overrides)
+    except RunRefused as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(f"{record['status']}: {paths.reports_dir(args.profile) / 'README.md'}", file=sys.stderr)
     return 0
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -41,6 +43,24 @@ def _load_model(model: str, lora: str | None, device):
     except (ModelSourceError, ValueError, OSError) as err:
         _fail(str(err))
     return unet, scheduler
+
+
+@contextmanager
+def _alpha_noted():
+    """Say once, on stderr, which images had an alpha channel (composited on black by provlib.data)."""
+    from .data import AlphaChannelWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AlphaChannelWarning)
+        yield
+    alpha = [str(w.message).split(": the image has")[0] for w in caught if issubclass(w.category, AlphaChannelWarning)]
+    for w in caught:
+        if not issubclass(w.category, AlphaChannelWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if alpha:
+        shown = ", ".join(alpha[:3]) + (f" and {len(alpha) - 3} more" if len(alpha) > 3 else "")
+        click.echo(f"note: {len(alpha)} image(s) had an alpha channel ({shown}): composited on a black background "
+                   "(the datasets' background) before use", err=True)
 
 
 def _images(source: str, channels: int, size: int) -> torch.Tensor:
@@ -69,12 +89,21 @@ def main() -> None:
     """provlib: is an image a training member of a diffusion model, one of its generations, or external?"""
 
 
+def _finite_rate(ctx, param, value):
+    import math
+
+    if value is not None and not (math.isfinite(value) and 0 < value < 1):
+        raise click.BadParameter(f"a false-positive rate strictly between 0 and 1, got {value}")
+    return value
+
+
 @main.command()
 @click.option("--model", required=True, help="the model: a diffusers pipeline directory")
 @click.option("--lora", default=None, help="a LoRA adapter (peft format) merged into the model first")
 @click.option("--members", required=True, help="its training images: a folder, or split:TARGET/SPLIT")
 @click.option("--reference", required=True, multiple=True,
-              help="real images it never trained on (repeatable): a folder, or split:TARGET/SPLIT")
+              help="real images it never trained on (repeatable, each a kind of negative calibrated on its own): "
+                   "a folder, or split:TARGET/SPLIT")
 @click.option("--generated", default=None, help="images it generated (default: draw --n-generated now)")
 @click.option("--n-generated", default=500, show_default=True, type=click.IntRange(10))
 @click.option("--sampler-steps", default=100, show_default=True, type=click.IntRange(1, 1000),
@@ -87,48 +116,70 @@ def main() -> None:
                    "the smallest budget within the interval of the best on the shipped target, notebook 15)")
 @click.option("--timestep-stride", default=40, show_default=True, type=click.IntRange(1, 999),
               help="trajectory grid: every stride-th step of 0..999")
+@click.option("--calibration-rows", default=origin.DEFAULT_CALIBRATION_ROWS, show_default=True,
+              type=click.IntRange(1), help="images of each kind held back to certify the verdict's false-positive "
+                                           "rates (300 certify 1%, 2,995 certify 0.1%)")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="the probe's directory")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="the probe's directory: new, empty, or a probe provlib wrote (replaced)")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
-def fit(model, lora, members, reference, generated, n_generated, sampler_steps, kind, budget, timestep_stride, seed,
-        out, device):
+def fit(model, lora, members, reference, generated, n_generated, sampler_steps, kind, budget, timestep_stride,
+        calibration_rows, seed, out, device):
     """Extract signal features and fit the 3-way origin probe (member / generated / external)."""
     import numpy as np
 
+    from .detector.probe_file import check_out_dir
+    from .io import ArtifactError
     from .sampling import sample
 
     if kind == "trajectory" and budget is not None:
         raise click.UsageError("--budget chooses among every signal family: it goes with --features combined")
-
+    if len(set(reference)) < len(reference):
+        raise click.UsageError("the same --reference is given twice")
+    try:   # before any work: the probe may only go where nothing but a probe of provlib's is
+        check_out_dir(out)
+    except ArtifactError as err:
+        raise click.UsageError(f"--out: {err}")
     unet, scheduler = _load_model(model, lora, device)
     cfg = unet.config
     read = lambda src: _images(src, cfg.in_channels, cfg.sample_size)  # noqa: E731
-    sets = {"member": read(members), "external": torch.cat([read(r) for r in reference])}
-    if generated is not None:
-        sets["generated"] = read(generated)
-    else:
+    with _alpha_noted():
+        sets = {"member": read(members), "external": {r: read(r) for r in reference}}
+        if generated is not None:
+            sets["generated"] = read(generated)
+    if generated is None:
         ids = np.arange(n_generated) + 10 ** 9   # a stream of ids no other sample of the study uses
         sets["generated"] = sample(unet, scheduler, n_generated, num_inference_steps=sampler_steps, seed=seed,
                                    ids=ids, progress=True)
+    shared = origin.shared_images([("--members", "member", sets["member"]),
+                                   *((f"--reference {r}", "external", x) for r, x in sets["external"].items()),
+                                   ("--generated", "generated", sets["generated"])])
+    if shared:
+        raise click.UsageError("; ".join(f"{a} and {b} share {n} images (identical pixels)" for a, b, n in shared)
+                               + ": each kind of image must be its own")
     grid = list(range(0, 1000, timestep_stride))
     try:
         if kind == "trajectory":
-            probe = origin.fit(unet, scheduler, sets, timesteps=grid, seed=seed, device=device, progress=True)
+            probe = origin.fit(unet, scheduler, sets, timesteps=grid, seed=seed, calibration_rows=calibration_rows,
+                               device=device, progress=True)
         else:
             from .study import Run
             from .study.measurements import columns as candidates
             grid_run = Run.from_profile("cpu", timestep_stride=timestep_stride)   # the study's candidate columns
             probe = origin.fit(unet, scheduler, sets, columns=candidates(grid_run),
-                               budget=budget or origin.DEFAULT_BUDGET, seed=seed, device=device, progress=True)
+                               budget=budget or origin.DEFAULT_BUDGET, seed=seed, calibration_rows=calibration_rows,
+                               device=device, progress=True)
+        probe.info["command"] = "provlib " + " ".join(sys.argv[1:])
+        probe.save(out)
     except ValueError as err:
         _fail(str(err))
-    probe.info["command"] = "provlib " + " ".join(sys.argv[1:])
-    probe.save(out)
     info = probe.info
     click.echo(f"probe written to {out}: {info['rows']} images; features {probe.features()} "
                f"({_passes(probe)}); on {sum(info['calibration_rows'].values())} "
                f"calibration rows it did not train on: macro AUC {info['calibration_macro_auc']:.3f}, "
                f"balanced accuracy {info['calibration_balanced_accuracy']:.3f}")
+    click.echo("it can certify (95% Clopper-Pearson, on every kind of negative) false-positive rates down to: "
+               + "; ".join(f"{c} {r:.2%}" for c, r in info["certifiable_fpr"].items()))
 
 
 def _passes(probe) -> str:
@@ -166,8 +217,9 @@ def _read(path: Path, unet) -> torch.Tensor:
 @click.option("--model", required=True, help="the model: a diffusers pipeline directory")
 @click.option("--lora", default=None, help="a LoRA adapter (peft format) merged into the model first")
 @click.option("--probe", "probe_dir", required=True, help="a probe fitted on this model (provlib fit)")
-@click.option("--max-fpr", default=0.01, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="false-positive rate of the member and generated decisions")
+@click.option("--max-fpr", default=0.01, show_default=True, type=float, callback=_finite_rate,
+              help="false-positive rate of the member and generated decisions, certified on every kind of "
+                   "calibration negative (a decision the probe cannot certify is refused)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON document instead of a table")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
 @click.argument("images", nargs=-1, required=True)
@@ -183,15 +235,16 @@ def verdict(model, lora, probe_dir, max_fpr, as_json, device, images):
     except ValueError as err:
         _fail(str(err))
     rows, good, batch = [], [], []
-    for f in _files(images):
-        try:
-            batch.append(_read(f, unet))
-            good.append(len(rows))
-            rows.append({"image": str(f)})
-        except ValueError as err:
-            message = str(err)
-            message = message[len(f"{f}: "):] if message.startswith(f"{f}: ") else message
-            rows.append({"image": str(f), "error": message})
+    with _alpha_noted():
+        for f in _files(images):
+            try:
+                batch.append(_read(f, unet))
+                good.append(len(rows))
+                rows.append({"image": str(f)})
+            except ValueError as err:
+                message = str(err)
+                message = message[len(f"{f}: "):] if message.startswith(f"{f}: ") else message
+                rows.append({"image": str(f), "error": message})
     if batch:
         start = time.perf_counter()
         answers = origin.verdicts(probe, unet, scheduler, torch.cat(batch), max_fpr=max_fpr, device=device,
@@ -199,16 +252,16 @@ def verdict(model, lora, probe_dir, max_fpr, as_json, device, images):
         per_image = (time.perf_counter() - start) / len(batch)
         for i, a in zip(good, answers):
             rows[i].update(a, seconds=round(per_image, 4))
-    thresholds = {c: dict(zip(("threshold", "calibration_negatives", "false_positives_allowed"),
-                              probe.threshold(c, max_fpr))) for c in ("member", "generated")}
+    decisions = {c: probe.decision(c, max_fpr) for c in ("member", "generated")}
     if as_json:
         click.echo(json.dumps({"probe": str(probe_dir), "model_fingerprint": probe.fingerprint, "max_fpr": max_fpr,
-                               "thresholds": thresholds, "features": probe.features(),
+                               "decisions": {c: d.as_dict() for c, d in decisions.items()},
+                               "features": probe.features(),
                                "columns": [[f, t] for f, t in probe.columns],
                                "passes_per_image": {**probe.passes, "total": sum(probe.passes.values())},
                                "images": rows}, indent=1))
     else:
-        click.echo(_table(rows, max_fpr, thresholds))
+        click.echo(_table(rows, max_fpr, decisions))
         click.echo(f"(features: {probe.features()}; {_passes(probe)})")
     for r in rows:
         if "error" in r:
@@ -217,19 +270,29 @@ def verdict(model, lora, probe_dir, max_fpr, as_json, device, images):
         sys.exit(EXIT_BAD_IMAGES)
 
 
-def _table(rows: list[dict], max_fpr: float, thresholds: dict) -> str:
+def _table(rows: list[dict], max_fpr: float, decisions: dict) -> str:
     from tabulate import tabulate
 
     pct = f"{100 * max_fpr:g}%"
+    yes_no = {True: "yes", False: "no", None: "refused"}
     body = [[r["image"], r.get("verdict", "ERROR"), *(f"{r[k]:.3f}" if k in r else "" for k in
                                                    ("p_member", "p_generated", "p_external")),
-             *(("yes" if r[k] else "no") if k in r else "" for k in ("member_at_fpr", "generated_at_fpr")),
+             *(yes_no[r[k]] if k in r else "" for k in ("member_at_fpr", "generated_at_fpr")),
              f"{r['seconds']:.3f}" if "seconds" in r else ""] for r in rows]
     head = ["image", "verdict", "P(member)", "P(generated)", "P(external)", f"member @FPR<={pct}",
             f"generated @FPR<={pct}", "s/image"]
-    notes = "; ".join(f"{c}: {t['false_positives_allowed']} false positives allowed among "
-                      f"{t['calibration_negatives']} calibration negatives" for c, t in thresholds.items())
-    return tabulate(body, headers=head, disable_numparse=True) + f"\n(decisions at FPR <= {pct}: {notes})"
+    return tabulate(body, headers=head, disable_numparse=True) + "\n" + "\n".join(
+        _decision_note(c, d, pct) for c, d in decisions.items())
+
+
+def _decision_note(cls: str, d, pct: str) -> str:
+    """What a decision certifies, per kind of negative, or why it is refused."""
+    if d.refused:
+        return f"({cls} @FPR<={pct}: refused: {d.reason()})"
+    kinds = ", ".join(f"{k.kind}: {k.above} of {k.negatives} above the threshold, certified <= {k.certified:.2%}"
+                      for k in d.kinds)
+    return (f"({cls} @FPR<={pct}: the rate certified at {d.confidence:.0%} (Clopper-Pearson) on each kind of "
+            f"calibration negative: {kinds})")
 
 
 if __name__ == "__main__":

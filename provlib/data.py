@@ -246,11 +246,27 @@ def read_image(path: str | Path, channels: int) -> torch.Tensor:
             if mode in ("I", "F"):
                 raise ValueError(f"{path}: {mode!r} images (32-bit integer or float pixels) have no known "
                                  "range; save them as 8- or 16-bit PNG")
+            if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+                im = _on_black(im, path)
             arr = np.array(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from err
     arr = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
     return to_model_range(arr[None])[0]
+
+
+class AlphaChannelWarning(UserWarning):
+    """An image had an alpha channel: it was composited on black before use."""
+
+
+def _on_black(im, path):
+    """``im`` (with transparency) composited on black, the background of the study's datasets; warns once."""
+    from PIL import Image
+
+    rgba = im.convert("RGBA")
+    warnings.warn(f"{path}: the image has an alpha channel; it is composited on a black background "
+                  "(the datasets' background) before use", AlphaChannelWarning, stacklevel=3)
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
 
 
 def _check_sizes(files: list[Path], images: list[torch.Tensor], size: int | None, resize: bool) -> None:

@@ -30,7 +30,7 @@ def main() -> None:
     calib_members = set(probe.calib_ids[probe.calib_labels == 0].tolist())
     ids = origin.content_ids(reencode(sets["member"].images, "png"))
     member = sets["member"].images[[i for i, c in enumerate(ids) if c in calib_members][0]]
-    used = subset_positions(0, "heldout", len(sets["heldout"]), 500)
+    used = subset_positions(0, "heldout", len(sets["heldout"]), 1000)
     heldout = sets["heldout"].images[np.setdiff1d(np.arange(len(sets["heldout"])), used)[0]]
     mnist = load_embedded("mnist")
     external = mnist.images[np.setdiff1d(np.arange(len(mnist)), target.manifest.indices["external"])[0]]

@@ -191,6 +191,27 @@ def test_a_second_run_on_the_same_folders_is_refused(notebooks_dir, output_dir):
             batch.run_batch("tiny", notebooks_dir=notebooks_dir, only="01")
 
 
+def _batch(output_dir, *args):
+    env = {**os.environ, "PROVLIB_OUTPUT_DIR": str(output_dir), "PROVLIB_CACHE_DIR": str(output_dir / "cache")}
+    return subprocess.run([sys.executable, "-m", "provlib.batch", *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_refused_run_is_one_line_with_exit_status_2(notebooks_dir, output_dir):
+    base = ("--profile", "tiny", "--notebooks-dir", notebooks_dir)
+    cases = {"an unknown parameter": (*base, "-p", "nosuch", "1"),
+             "a bad value": (*base, "-p", "label", "3"),
+             "no such notebook": (*base, "--only", "99")}
+    for what, args in cases.items():
+        out = _batch(output_dir, *args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("python -m provlib.batch: error: "), \
+            (what, out.stderr)
+    with batch.batch_lock(output_dir / "reports" / "tiny"):   # a second run into the same output folder
+        out = _batch(output_dir, *base, "--only", "01")
+    assert out.returncode == 2 and "another batch run" in out.stderr and "Traceback" not in out.stderr
+
+
 def _start_sleeping_run(notebooks_dir, output_dir) -> subprocess.Popen:
     env = {**os.environ, "PROVLIB_OUTPUT_DIR": str(output_dir), "PROVLIB_CACHE_DIR": str(output_dir / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "provlib.batch", "--profile", "tiny", "--notebooks-dir",

@@ -51,7 +51,7 @@ def test_fit_writes_a_pickle_free_probe(fitted):
     files = sorted(p.name for p in (fitted / "probe").iterdir())
     assert files == ["probe.json", "probe.safetensors"]
     meta = json.loads((fitted / "probe" / "probe.json").read_text())
-    assert meta["info"]["rows"] == {"member": 12, "generated": 12, "external": 12}
+    assert meta["info"]["rows"] == {"member": 12, "generated": 12, str(fitted / "reference"): 12}
     # the default: the combined probe, its columns chosen among every family within the default budget
     from provlib.detector.origin_probe import DEFAULT_BUDGET
     from provlib.detector.columns import describe, total_passes
@@ -63,10 +63,10 @@ def test_fit_writes_a_pickle_free_probe(fitted):
 def test_fit_the_trajectory_probe_and_refuse_a_budget_with_it(tmp_path):
     root = tmp_path
     sets = Run.from_profile("tiny").target().image_sets
-    write_pngs(sets["member"].images[:10], root / "members", "m")
-    write_pngs(sets["heldout"].images[:10], root / "reference", "h")
+    write_pngs(sets["member"].images[:11], root / "members", "m")
+    write_pngs(sets["heldout"].images[:11], root / "reference", "h")
     args = ["fit", "--model", TINY, "--members", root / "members", "--reference", root / "reference",
-            "--n-generated", 10, "--sampler-steps", 2, "--timestep-stride", 500, "--features", "trajectory"]
+            "--n-generated", 11, "--sampler-steps", 2, "--timestep-stride", 500, "--features", "trajectory"]
     out = run(*args, "--budget", 3, "--out", root / "p")
     assert out.returncode == 2 and "--budget" in out.stderr and "--features combined" in out.stderr
     out = run(*args, "--out", root / "p", check_rc=0)
@@ -101,8 +101,12 @@ def test_verdict_json_is_one_document_with_probabilities_and_thresholds(fitted, 
     out = run("verdict", "--model", TINY, "--probe", fitted / "probe", "--json", "--max-fpr", 0.1, tmp_path,
               check_rc=0)
     doc = json.loads(out.stdout)
-    assert doc["max_fpr"] == 0.1 and set(doc["thresholds"]) == {"member", "generated"}
-    assert doc["thresholds"]["member"]["calibration_negatives"] == 8
+    assert doc["max_fpr"] == 0.1 and set(doc["decisions"]) == {"member", "generated"}
+    # 12 images per kind keep 10 for training: 2 calibration negatives per kind certify nothing under 77%
+    member = doc["decisions"]["member"]
+    assert member["refused"] and [k["kind"] for k in member["kinds"]] == ["generated", str(fitted / "reference")]
+    assert all(k["negatives"] == 2 for k in member["kinds"]) and "certify at best 77.64%" in member["reason"]
+    assert all(r["member_at_fpr"] is None and r["generated_at_fpr"] is None for r in doc["images"])
     assert len(doc["images"]) == 2
     assert doc["passes_per_image"]["total"] == sum(doc["passes_per_image"][k] for k in ("forward", "backward")) >= 1
     assert doc["features"] and doc["columns"]
@@ -138,8 +142,9 @@ def test_bad_model_and_probe_paths_are_named(fitted, tmp_path):
     assert out.returncode == 1 and "model directory not found" in out.stderr
     out = run("verdict", "--model", TINY, "--probe", tmp_path, tmp_path)
     assert out.returncode == 1 and "not an origin probe" in out.stderr
-    out = run("verdict", "--model", TINY, "--probe", fitted / "probe", "--max-fpr", 0, tmp_path)
-    assert out.returncode == 2 and "max-fpr" in out.stderr
+    for bad in (0, "nan", "inf", 1.5):
+        out = run("verdict", "--model", TINY, "--probe", fitted / "probe", "--max-fpr", bad, tmp_path)
+        assert out.returncode == 2 and "max-fpr" in out.stderr and "Traceback" not in out.stderr, bad
 
 
 def test_fit_names_a_bad_image_source(tmp_path):
@@ -161,3 +166,71 @@ def test_the_readme_verdict_example_prints_what_the_readme_shows():
     assert out.returncode == 0, out.stderr
     verdicts = lambda text: [line.split()[:2] for line in text.splitlines() if line.startswith("provlib/")]  # noqa: E731
     assert verdicts(out.stdout) == verdicts(shown) and len(verdicts(shown)) == 4
+
+
+# ----------------------------------------------------------------------------- promises kept
+
+def _tiny_folders(root: Path, n=12):
+    sets = Run.from_profile("tiny").target().image_sets
+    write_pngs(sets["member"].images[:n], root / "members", "m")
+    write_pngs(sets["heldout"].images[:n], root / "reference", "h")
+    return ["--members", root / "members", "--reference", root / "reference", "--n-generated", n,
+            "--sampler-steps", 2, "--timestep-stride", 500, "--features", "trajectory"]
+
+
+def test_fit_never_writes_over_a_folder_that_is_not_a_probe(tmp_path):
+    args = _tiny_folders(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    for out_dir, what in ((tmp_path / "mine", "thesis.tex"), (tmp_path / "members", "m000.png")):
+        before = sorted(p.name for p in out_dir.iterdir())
+        out = run("fit", "--model", TINY, *args, "--out", out_dir)
+        assert out.returncode == 2 and "not a provlib probe" in out.stderr and what in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and sorted(p.name for p in out_dir.iterdir()) == before
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["members", "mine", "reference"]
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    # the model does not even exist: the --out check comes first
+    out = run("fit", "--model", tmp_path / "nomodel", "--members", tmp_path, "--reference", tmp_path,
+              "--out", tmp_path / "afile" / "probe")
+    assert out.returncode == 2 and "--out: cannot write the probe" in out.stderr and "model" not in out.stderr
+
+
+def test_fit_refuses_members_that_are_also_reference_images(tmp_path):
+    args = _tiny_folders(tmp_path)
+    write_pngs(Run.from_profile("tiny").target().image_sets["member"].images[:5], tmp_path / "reference", "dup")
+    out = run("fit", "--model", TINY, *args, "--out", tmp_path / "p")
+    assert out.returncode == 2 and f"--members and --reference {tmp_path / 'reference'} share 5 images" in out.stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_refit_replaces_the_probe_provlib_wrote_and_says_what_it_certifies(tmp_path):
+    args = _tiny_folders(tmp_path)
+    first = run("fit", "--model", TINY, *args, "--out", tmp_path / "p", check_rc=0)
+    assert "false-positive rates down to: member 77.64%; generated 77.64%" in first.stdout
+    run("fit", "--model", TINY, *args, "--calibration-rows", 1, "--out", tmp_path / "p", check_rc=0)
+    meta = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert meta["info"]["calibration_rows"] == {"member": 1, "generated": 1, str(tmp_path / "reference"): 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["members", "p", "reference"]   # nothing left beside it
+
+
+def test_an_image_with_an_alpha_channel_is_composited_and_said_once(fitted, tmp_path):
+    px = to_uint8(Run.from_profile("tiny").target().image_sets["member"].images[:1])[0, 0]
+    for i in range(3):
+        rgba = np.zeros((16, 16, 4), np.uint8)
+        rgba[..., :3], rgba[..., 3] = px[..., None], 255
+        rgba[:4, :, 3] = 0                                  # a transparent band, white underneath
+        rgba[:4, :, :3] = 255
+        Image.fromarray(rgba, "RGBA").save(tmp_path / f"a{i}.png")
+    out = run("verdict", "--model", TINY, "--probe", fitted / "probe", tmp_path, check_rc=0)
+    notes = [line for line in out.stderr.splitlines() if "alpha channel" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: 3 image(s) had an alpha channel") and "black" in notes[0]
+    from provlib.data import read_image
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = read_image(tmp_path / "a0.png", channels=1)
+    assert float(x[0, :4].max()) == -1.0                    # the transparent band is black, not its white RGB

@@ -86,12 +86,13 @@ def test_an_exported_probe_gives_the_decision_function(k):
 @pytest.fixture(scope="module")
 def fitted(tiny):
     sets = {"member": _images(20, 3), "generated": _images(20, 4) * 0.2, "external": _images(20, 5).abs() - 0.5}
-    return origin.fit(*tiny, sets, timesteps=[10, 500], seed=0, calib_frac=0.3)
+    return origin.fit(*tiny, sets, timesteps=[10, 500], seed=0, calibration_rows=6)
 
 
 def test_fit_holds_back_calibration_rows_and_records_what_it_needs(fitted, tiny):
     assert fitted.info["calibration_rows"] == {"member": 6, "generated": 6, "external": 6}
     assert fitted.calib_probs.shape == (18, 3) and fitted.calib_ids.shape == (18,)
+    assert fitted.kinds == [("member", "member"), ("generated", "generated"), ("external", "external")]
     np.testing.assert_allclose(fitted.calib_probs.sum(1), 1)
     assert fitted.columns == [("loss", 10), ("loss", 500), ("grad_x", 10), ("grad_x", 500), ("grad_theta", 10),
                               ("grad_theta", 500)]
@@ -100,11 +101,38 @@ def test_fit_holds_back_calibration_rows_and_records_what_it_needs(fitted, tiny)
     assert fitted.fingerprint == model_fingerprint(tiny[0])
 
 
-def test_a_threshold_keeps_the_calibration_fpr(fitted):
-    thr, n_neg, allowed = fitted.threshold("member", 0.1)
-    y = fitted.calib_labels == 0
-    fp = int((fitted.calib_probs[~y, 0] >= thr).sum())
-    assert n_neg == 12 and allowed == 1 and fp <= allowed
+def test_a_decision_is_certified_on_each_kind_of_negative_or_refused(fitted):
+    # 6 negatives of a kind certify at best 1 - 0.05 ** (1 / 6) = 39.3%
+    dec = fitted.decision("member", 0.5)
+    assert not dec.refused and {k.kind for k in dec.kinds} == {"generated", "external"}
+    for k in dec.kinds:
+        fp = int((fitted.negatives("member")[k.kind] > dec.threshold).sum())
+        assert k.negatives == 6 and k.above == fp <= k.allowed and k.certified <= 0.5
+    refused = fitted.decision("generated", 0.1)
+    assert refused.refused and "6 'member' calibration negatives certify at best 39.30%" in refused.reason()
+    assert "29 per kind are needed for 0.1" in refused.reason()
+    assert all(r["generated_at_fpr"] is None for r in origin.verdicts(fitted, *_tiny(), _images(2, 9), max_fpr=0.1))
+    assert fitted.info["certifiable_fpr"]["member"] == pytest.approx(1 - 0.05 ** (1 / 6))
+
+
+def _tiny():
+    return load_model(EMBEDDED_MODELS_DIR / "tiny")
+
+
+def test_each_reference_source_is_a_kind_calibrated_on_its_own(tiny):
+    sets = {"member": _images(20, 3), "generated": _images(20, 4) * 0.2,
+            "external": {"near": _images(20, 5).abs() - 0.5, "far": _images(20, 6).abs()}}
+    probe = origin.fit(*tiny, sets, timesteps=[10], seed=0, calibration_rows=8)
+    assert probe.info["calibration_rows"] == {"member": 8, "generated": 8, "near": 8, "far": 8}
+    assert set(probe.negatives("member")) == {"generated", "near", "far"}
+    assert set(probe.negatives("generated")) == {"member", "near", "far"}
+
+
+def test_two_kinds_that_share_images_are_refused(tiny):
+    x = _images(20, 3)
+    sets = {"member": x, "generated": _images(20, 4), "external": torch.cat([x[:7], _images(13, 5)])}
+    with pytest.raises(ValueError, match="member and external share 7"):
+        origin.fit(*tiny, sets, timesteps=[10])
 
 
 def test_a_saved_probe_loads_to_the_same_answers(fitted, tiny, tmp_path):
@@ -142,29 +170,102 @@ def test_a_probe_refuses_another_model(fitted):
 def test_fit_needs_every_class_with_enough_images(tiny):
     with pytest.raises(ValueError, match="missing \\['generated'\\]"):
         origin.fit(*tiny, {"member": _images(12, 0), "external": _images(12, 1)}, timesteps=[10])
-    with pytest.raises(ValueError, match="at least 10"):
+    with pytest.raises(ValueError, match="3 member images: at least 11 per kind"):
         origin.fit(*tiny, {"member": _images(3, 0), "external": _images(12, 1), "generated": _images(12, 2)},
                    timesteps=[10])
 
 
-def test_a_probe_of_the_first_format_loads_as_its_trajectory_columns(fitted, tiny, tmp_path):
+@pytest.mark.parametrize("fmt", ["provlib-origin-probe/1", "provlib-origin-probe/2"])
+def test_a_probe_of_an_older_format_is_refused_with_what_to_do(fitted, tmp_path, fmt):
     import json
 
     fitted.save(tmp_path / "p")
     meta = json.loads((tmp_path / "p" / "probe.json").read_text())
-    for k in ("columns", "features", "passes_per_image"):
-        meta.pop(k)
-    meta.update(format="provlib-origin-probe/1", timesteps=[10, 500], families=["loss", "grad_x", "grad_theta"])
-    (tmp_path / "p" / "probe.json").write_text(json.dumps(meta))
-    old = origin.OriginProbe.load(tmp_path / "p")
-    assert old.columns == fitted.columns
-    x = _images(2, 9)
-    assert [r["p_member"] for r in origin.verdicts(old, *tiny, x)] == \
-        pytest.approx([r["p_member"] for r in origin.verdicts(fitted, *tiny, x)], abs=1e-12)
-    meta["families"] = ["loss", "lossy"]
-    (tmp_path / "p" / "probe.json").write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError, match="no valid feature columns"):
+    (tmp_path / "p" / "probe.json").write_text(json.dumps({**meta, "format": fmt}))
+    with pytest.raises(ArtifactError, match="refit it with provlib fit"):
         origin.OriginProbe.load(tmp_path / "p")
+
+
+# ----------------------------------------------------------------------------- a probe file is what it claims
+
+def _edit_json(d, change):
+    import json
+
+    meta = json.loads((d / "probe.json").read_text())
+    change(meta)
+    (d / "probe.json").write_text(json.dumps(meta))
+
+
+def _edit_arrays(d, change, *, reseal=False):
+    import json
+
+    from provlib.detector import probe_file
+    from provlib.io import load_tensors, save_tensors
+
+    tensors, _ = load_tensors(d / "probe.safetensors")
+    arrays = {k: v.numpy().copy() for k, v in tensors.items()}
+    change(arrays)
+    save_tensors(d / "probe.safetensors", {k: torch.from_numpy(v) for k, v in arrays.items()})
+    if reseal:   # a consistent digest over inconsistent content: the consistency checks must catch it
+        meta = json.loads((d / "probe.json").read_text())
+        meta["digest"] = probe_file.digest(arrays, meta)
+        (d / "probe.json").write_text(json.dumps(meta))
+
+
+def _timestep(meta):
+    meta["columns"][0][1] += 10
+
+
+def _weight(arrays):
+    arrays["coef"][0, 0] += 0.5
+
+
+def _truncate(arrays):
+    arrays["calib_features"] = arrays["calib_features"][:5]
+
+
+TAMPERING = {
+    "an edited timestep in probe.json": lambda d: _edit_json(d, _timestep),
+    "another model's fingerprint copied into probe.json": lambda d: _edit_json(d, lambda m: m.update(fingerprint="0" * 16)),
+    "an edited calibration kind": lambda d: _edit_json(d, lambda m: m["kinds"].reverse()),
+    "an edited weight in probe.safetensors": lambda d: _edit_arrays(d, _weight),
+}
+
+
+@pytest.mark.parametrize("how", list(TAMPERING))
+def test_a_tampered_probe_is_refused_naming_the_file(fitted, tmp_path, how):
+    fitted.save(tmp_path / "p")
+    TAMPERING[how](tmp_path / "p")
+    with pytest.raises(ArtifactError, match="does not match the digest") as err:
+        origin.OriginProbe.load(tmp_path / "p")
+    assert str(tmp_path / "p") in str(err.value)
+
+
+def test_inconsistent_calibration_rows_are_refused_even_under_a_matching_digest(fitted, tmp_path):
+    fitted.save(tmp_path / "p")
+    _edit_arrays(tmp_path / "p", _truncate, reseal=True)
+    with pytest.raises(ArtifactError, match="not a consistent origin probe.*calib_features has shape") as err:
+        origin.OriginProbe.load(tmp_path / "p")
+    assert str(tmp_path / "p") in str(err.value)
+
+
+# ----------------------------------------------------------------------------- nothing outside a probe is deleted
+
+def test_a_probe_is_never_written_over_other_files(fitted, tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("keep me")
+    with pytest.raises(ArtifactError, match="1 entries that are not a provlib probe \\(notes.txt\\)"):
+        fitted.save(d)
+    assert (d / "notes.txt").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    fitted.save(tmp_path / "empty")
+    fitted.save(tmp_path / "empty")                   # a probe provlib wrote is replaced
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArtifactError, match="not a directory"):
+        fitted.save(tmp_path / "file")
+    with pytest.raises(ArtifactError, match="cannot write the probe"):
+        fitted.save(tmp_path / "file" / "probe")
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_a_budgeted_fit_keeps_its_columns_within_the_budget(tiny, tmp_path):

@@ -6,11 +6,15 @@ trajectory probe of *Tracing the Roots* (loss, grad_x, grad_theta over a grid
 of t), or the combined probe, whose columns are chosen among every family
 under a budget of UNet passes per image (:func:`fit` with ``budget``: greedy
 forward selection on the training rows, :func:`provlib.detector.selection.greedy_select`).
-It is stored as a self-describing, pickle-free artifact (``probe.safetensors``
-+ ``probe.json``): the linear weights and the standardisation, the columns and
-their cost, the noise seed, the model's fingerprint, and the class
-probabilities of calibration rows the probe did not train on, from which a
-decision threshold for any false-positive rate is read at verdict time.
+It is stored as a self-describing, pickle-free artifact sealed by a digest
+(:mod:`provlib.detector.probe_file`): the linear weights and the
+standardisation, the columns and their cost, the noise seed, the model's
+fingerprint, and the features of calibration rows the probe did not train on,
+each with its **kind** (members, generated images, each reference source).
+At verdict time each decision ("member", "generated") reads from them a
+threshold whose false-positive rate is certified on every kind of negative
+separately (:mod:`provlib.detector.calibration`), or refuses the decision when
+the calibration rows are too few to certify the rate asked for.
 
 Every image, at fit and at verdict time, is first put through the same 8-bit
 encoding (:func:`provlib.data.reencode` ``"png"``): what a file on disk holds.
@@ -20,7 +24,6 @@ image's features do not depend on its batch, its file name or its order.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,17 +32,20 @@ import numpy as np
 import torch
 
 from ..data import check_fits_model, reencode, to_uint8
-from ..io import ArtifactError, atomic_write_text, load_tensors, replace_dir, save_tensors
+from ..io import ArtifactError
 from ..kernels.trajectory import FEATURES
-from ..metrics import fp_allowed, macro_auc, multiclass_balanced_accuracy, threshold_at_fpr
+from ..metrics import macro_auc, multiclass_balanced_accuracy
 from ..models import model_fingerprint
 from ..probe import LinearProbe, log_features
+from . import probe_file
+from .calibration import Decision, certified_decision, negatives_needed, upper_bound
 from .columns import check_columns, describe, family_blocks, passes_of, total_passes, values
 
 CLASSES = ("member", "generated", "external")
-FORMAT = "provlib-origin-probe/2"       # columns; a /1 probe (families x timesteps) still loads
-FORMATS = ("provlib-origin-probe/1", FORMAT)
 DEFAULT_CODEC = "png"
+# calibration rows held back per kind: 299 negatives of a kind certify 1% (with none above the threshold)
+DEFAULT_CALIBRATION_ROWS = 300
+MIN_TRAIN_ROWS = 10          # training rows each kind keeps
 # provlib fit's default budget of UNet passes per image: the smallest budget whose combined 3-way probe is
 # within the interval of the best one on the shipped target, in both settings (notebook 15's report,
 # reports/cpu/15_origin_budget_default.md; tests/test_readme.py checks that the two agree)
@@ -78,9 +84,10 @@ class OriginProbe:
     scale: np.ndarray          # (d,)
     coef: np.ndarray           # (3, d) weights on standardised features, CLASSES order
     intercept: np.ndarray      # (3,)
-    calib_probs: np.ndarray    # (m, 3) probabilities of calibration rows (never trained on)
-    calib_labels: np.ndarray   # (m,) class index of each calibration row
+    calib_features: np.ndarray  # (m, d) features of calibration rows (never trained on)
+    calib_kinds: np.ndarray    # (m,) index into ``kinds`` of each calibration row
     calib_ids: np.ndarray      # (m,) content id of each calibration row's image (content_ids)
+    kinds: list[tuple[str, str]]     # (name, class) of each kind of image: "member", "generated", each reference
     columns: list[tuple[str, int]]   # (family, t) of each feature, in the order of the weights
     seed: int
     fingerprint: str
@@ -95,6 +102,16 @@ class OriginProbe:
         """UNet passes per image of the probe's features: ``{"forward", "backward"}``."""
         return passes_of(self.columns)
 
+    @property
+    def calib_labels(self) -> np.ndarray:
+        """(m,) class index of each calibration row."""
+        return np.array([CLASSES.index(self.kinds[k][1]) for k in self.calib_kinds], dtype=np.int64)
+
+    @property
+    def calib_probs(self) -> np.ndarray:
+        """(m, 3) class probabilities of the calibration rows."""
+        return self.probabilities(self.calib_features)
+
     def features(self) -> str:
         """The columns in words: ``loss@0,40; sima_l4@20``."""
         return describe(self.columns)
@@ -107,12 +124,20 @@ class OriginProbe:
         logits = ((X - self.mean) / self.scale) @ self.coef.T + self.intercept
         return torch.softmax(torch.as_tensor(logits), dim=1).numpy()
 
-    def threshold(self, cls: str, max_fpr: float) -> tuple[float, int, int]:
-        """(threshold on P(cls), calibration negatives, false positives allowed) for FPR <= ``max_fpr``."""
-        c = CLASSES.index(cls)
-        y = self.calib_labels == c
-        return (threshold_at_fpr(y, self.calib_probs[:, c], max_fpr), int((~y).sum()),
-                fp_allowed(max_fpr, int((~y).sum())))
+    def negatives(self, cls: str) -> dict[str, np.ndarray]:
+        """P(``cls``) of the calibration rows of every kind that is not of class ``cls``, by kind."""
+        c, P = CLASSES.index(cls), self.calib_probs
+        return {name: P[self.calib_kinds == k, c] for k, (name, of) in enumerate(self.kinds) if of != cls}
+
+    def decision(self, cls: str, max_fpr: float) -> Decision:
+        """The decision "P(``cls``) > threshold" certified at ``max_fpr`` on every kind of negative (or refused)."""
+        if cls not in ("member", "generated"):
+            raise ValueError(f"decisions are 'member' or 'generated', not {cls!r}")
+        return certified_decision(self.negatives(cls), max_fpr)
+
+    def certifiable(self, cls: str) -> float:
+        """The smallest false-positive rate the ``cls`` decision can certify (its smallest kind of negative)."""
+        return max(upper_bound(0, len(v)) for v in self.negatives(cls).values())
 
     def check_model(self, unet) -> None:
         """Refuse a model other than the one the probe was fitted on."""
@@ -122,85 +147,115 @@ class OriginProbe:
                              f"this model's is {got}: fit a probe on this model (provlib fit)")
 
     # ----------------------------------------------------------------- storage
+    _ARRAYS = ("mean", "scale", "coef", "intercept", "calib_features", "calib_kinds", "calib_ids")
+
     def save(self, directory: str | Path) -> Path:
-        """Write ``probe.safetensors`` + ``probe.json`` into ``directory`` (replaced only once complete)."""
-        arrays = {k: torch.as_tensor(np.asarray(getattr(self, k))) for k in
-                  ("mean", "scale", "coef", "intercept", "calib_probs", "calib_labels", "calib_ids")}
-        meta = {"format": FORMAT, "classes": list(CLASSES), "columns": [[f, int(t)] for f, t in self.columns],
-                "features": self.features(), "passes_per_image": total_passes(self.columns), "seed": int(self.seed),
+        """Write the probe into ``directory`` (a new or empty one, or a probe's: replaced once complete)."""
+        arrays = {k: np.asarray(getattr(self, k)) for k in self._ARRAYS}
+        meta = {"classes": list(CLASSES), "kinds": [[n, c] for n, c in self.kinds],
+                "columns": [[f, int(t)] for f, t in self.columns], "features": self.features(),
+                "passes_per_image": total_passes(self.columns), "seed": int(self.seed),
                 "fingerprint": self.fingerprint, "codec": DEFAULT_CODEC, "info": self.info}
-
-        def write(tmp: Path) -> None:
-            tmp.mkdir(parents=True)
-            save_tensors(tmp / "probe.safetensors", arrays)
-            atomic_write_text(tmp / "probe.json", json.dumps(meta, indent=1))
-
-        return replace_dir(Path(directory), write)
+        return probe_file.write(directory, arrays, meta)
 
     @classmethod
     def load(cls, directory: str | Path) -> "OriginProbe":
-        """Read a probe written by :meth:`save` (safetensors and JSON: nothing executes)."""
+        """Read a probe written by :meth:`save`; a damaged, edited or inconsistent one is refused, naming it."""
         d = Path(directory)
-        if not (d / "probe.json").exists() or not (d / "probe.safetensors").exists():
-            raise ArtifactError(f"{d} is not an origin probe (probe.json and probe.safetensors expected; "
-                                "make one with provlib fit)")
+        arrays, meta = probe_file.read(d)
         try:
-            meta = json.loads((d / "probe.json").read_text())
-        except ValueError as err:
-            raise ArtifactError(f"{d / 'probe.json'} is not valid JSON: {err}") from err
-        if meta.get("format") not in FORMATS or meta.get("classes") != list(CLASSES):
-            raise ArtifactError(f"{d / 'probe.json'}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        try:
-            columns = check_columns(meta["columns"] if meta["format"] == FORMAT
-                                    else trajectory_columns(meta["timesteps"], meta["families"]))
+            if meta.get("classes") != list(CLASSES):
+                raise ValueError(f"classes {meta.get('classes')!r}, expected {list(CLASSES)}")
+            columns = check_columns(meta["columns"])
+            kinds = [(str(n), str(c)) for n, c in meta["kinds"]]
+            probe = cls(**{k: arrays[k] for k in cls._ARRAYS}, kinds=kinds, columns=columns, seed=int(meta["seed"]),
+                        fingerprint=str(meta["fingerprint"]), info=meta.get("info", {}))
+            probe.check_consistent()
         except (KeyError, TypeError, ValueError) as err:
-            raise ArtifactError(f"{d / 'probe.json'}: no valid feature columns ({err})") from err
-        tensors, _ = load_tensors(d / "probe.safetensors")
-        arrays = {k: v.numpy() for k, v in tensors.items()}
-        d_feat = len(columns)
-        expect = {"mean": (d_feat,), "scale": (d_feat,), "coef": (3, d_feat), "intercept": (3,)}
-        for k, shape in expect.items():
-            if k not in arrays or tuple(arrays[k].shape) != shape:
-                raise ArtifactError(f"{d}: {k} has shape {getattr(arrays.get(k), 'shape', None)}, expected {shape}")
-        return cls(**arrays, columns=columns, seed=meta["seed"], fingerprint=meta["fingerprint"],
-                   info=meta.get("info", {}))
+            raise ArtifactError(f"{d}: not a consistent origin probe ({err}); refit it with provlib fit") from err
+        return probe
+
+    def check_consistent(self) -> None:
+        """Raise a ValueError naming the first inconsistency among the probe's parts."""
+        d, m = len(self.columns), len(self.calib_kinds)
+        shapes = {"mean": (d,), "scale": (d,), "coef": (3, d), "intercept": (3,), "calib_features": (m, d),
+                  "calib_ids": (m,)}
+        for k, shape in shapes.items():
+            if tuple(np.shape(getattr(self, k))) != shape:
+                raise ValueError(f"{k} has shape {tuple(np.shape(getattr(self, k)))}, expected {shape}")
+        if len({n for n, _ in self.kinds}) != len(self.kinds) or any(c not in CLASSES for _, c in self.kinds):
+            raise ValueError(f"kinds {self.kinds}: unique names of classes {CLASSES} expected")
+        if m and (self.calib_kinds.min() < 0 or self.calib_kinds.max() >= len(self.kinds)):
+            raise ValueError("a calibration row names a kind the probe does not have")
+        missing = [n for k, (n, _) in enumerate(self.kinds) if not (self.calib_kinds == k).any()]
+        if missing or not {c for _, c in self.kinds} == set(CLASSES):
+            raise ValueError(f"every class needs a kind and every kind calibration rows (none for {missing})")
+        if not (np.isfinite(self.calib_features).all() and np.isfinite(self.coef).all() and (self.scale > 0).all()):
+            raise ValueError("non-finite calibration features or weights, or a scale that is not positive")
 
 
-def fit(unet, scheduler, sets: dict[str, torch.Tensor], *, columns=None, timesteps=None, budget: int | None = None,
-        seed: int = 0, calib_frac: float = 0.3, device=None, progress: bool = False) -> OriginProbe:
-    """Fit the 3-way origin probe on ``sets`` = {"member", "generated", "external": images}.
+def _kinds(sets: dict) -> list[tuple[str, str, torch.Tensor]]:
+    """``(kind, class, images)`` of ``sets``: each class's images, or a mapping {kind name: images}."""
+    missing = set(CLASSES) - set(sets)
+    if missing:
+        raise ValueError(f"fit needs images of every class {CLASSES}; missing {sorted(missing)}")
+    out = []
+    for cls in CLASSES:
+        groups = sets[cls] if isinstance(sets[cls], dict) else {cls: sets[cls]}
+        out += [(str(name), cls, x) for name, x in groups.items()]
+    names = [n for n, _, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"kinds of images need distinct names, got {names}")
+    for name, cls, x in out:
+        if len(x) < MIN_TRAIN_ROWS + 1:
+            raise ValueError(f"{len(x)} {name} images: at least {MIN_TRAIN_ROWS + 1} per kind are needed")
+    return out
+
+
+def shared_images(kinds: list[tuple[str, str, torch.Tensor]]) -> list[tuple[str, str, int]]:
+    """``(kind, kind, n)`` for every two kinds that hold ``n`` images with the same 8-bit pixels."""
+    ids = [(name, set(content_ids(x).tolist())) for name, _, x in kinds]
+    return [(a, b, len(ia & ib)) for i, (a, ia) in enumerate(ids) for b, ib in ids[i + 1:] if ia & ib]
+
+
+def fit(unet, scheduler, sets: dict, *, columns=None, timesteps=None, budget: int | None = None,
+        seed: int = 0, calibration_rows: int = DEFAULT_CALIBRATION_ROWS, device=None,
+        progress: bool = False) -> OriginProbe:
+    """Fit the 3-way origin probe on ``sets`` = {"member", "generated", "external": images}; a class may map
+    kinds to images instead (``"external": {"heldout": x, "mnist": y}``), each kind calibrated on its own.
 
     Its features are ``columns`` (``(family, t)`` pairs), or the trajectory probe's over ``timesteps``.
     With ``budget`` (UNet passes per image), ``columns`` are the candidates: the probe keeps those that
     greedy forward selection chooses on the training rows within the budget (macro one-vs-rest TPR at 1%
     FPR, cross-validated; its first step may take a whole family; :func:`provlib.detector.selection.greedy_select`),
-    so a verdict costs at most ``budget`` passes per image.  A seeded share ``calib_frac`` of each class is held back: the probe never trains
-    on it (nor does the selection), and its probabilities calibrate the verdict's thresholds.
+    so a verdict costs at most ``budget`` passes per image.  Of each kind, a seeded ``calibration_rows``
+    images (fewer where the kind keeps fewer than ``MIN_TRAIN_ROWS`` for training) are held back: the probe
+    never trains on them (nor does the selection); they certify the verdict's decisions (300 per kind
+    certify 1%).  Two kinds that share images are refused.
     """
-    missing = set(CLASSES) - set(sets)
-    if missing:
-        raise ValueError(f"fit needs images of every class {CLASSES}; missing {sorted(missing)}")
-    if not 0 < calib_frac < 1:
-        raise ValueError(f"calib_frac must lie in (0, 1), got {calib_frac}")
+    kinds = _kinds(sets)
+    if isinstance(calibration_rows, bool) or int(calibration_rows) != calibration_rows or calibration_rows < 1:
+        raise ValueError(f"calibration_rows must be a positive number of images per kind, got {calibration_rows!r}")
     if (columns is None) == (timesteps is None):
         raise ValueError("give the probe's columns, or the timesteps of the trajectory probe (one of the two)")
     columns = check_columns(columns if columns is not None else trajectory_columns(timesteps))
     if budget is not None and (isinstance(budget, bool) or int(budget) != budget or budget < 1):
         raise ValueError(f"budget must be a positive number of UNet passes per image, got {budget!r}")
-    for name in CLASSES:
-        if len(sets[name]) < 10:
-            raise ValueError(f"{len(sets[name])} {name} images: at least 10 per class are needed")
-    X, y, ids, secs = [], [], [], []
-    for c, name in enumerate(CLASSES):
-        f, s = origin_features(unet, scheduler, sets[name], columns, seed=seed, device=device, progress=progress)
-        X.append(f); y.append(np.full(len(f), c)); secs.append(s * len(f))
-        ids.append(content_ids(reencode(sets[name], DEFAULT_CODEC)))
-    X, y, ids = np.concatenate(X), np.concatenate(y), np.concatenate(ids)
+    shared = shared_images(kinds)
+    if shared:
+        raise ValueError("the same images in two kinds: " + "; ".join(f"{a} and {b} share {n}" for a, b, n in shared)
+                         + " (identical 8-bit pixels); a probe cannot learn, nor calibrate, what tells them apart")
+    X, y, k_of, ids, secs = [], [], [], [], []
+    for k, (name, cls, images) in enumerate(kinds):
+        f, s = origin_features(unet, scheduler, images, columns, seed=seed, device=device, progress=progress)
+        X.append(f); y.append(np.full(len(f), CLASSES.index(cls))); k_of.append(np.full(len(f), k))
+        secs.append(s * len(f)); ids.append(content_ids(reencode(images, DEFAULT_CODEC)))
+    X, y, k_of, ids = np.concatenate(X), np.concatenate(y), np.concatenate(k_of), np.concatenate(ids)
     rng = np.random.default_rng(seed)
     calib = np.zeros(len(y), bool)
-    for c in range(len(CLASSES)):
-        idx = np.flatnonzero(y == c)
-        calib[rng.choice(idx, max(1, int(round(calib_frac * len(idx)))), replace=False)] = True
+    for k in range(len(kinds)):
+        idx = np.flatnonzero(k_of == k)
+        calib[rng.choice(idx, min(int(calibration_rows), len(idx) - MIN_TRAIN_ROWS), replace=False)] = True
     info = {}
     if budget is not None:
         from .selection import greedy_select
@@ -212,34 +267,39 @@ def fit(unet, scheduler, sets: dict[str, torch.Tensor], *, columns=None, timeste
                 "selection_criterion": {"macro_tpr@1%": sel.criterion[0], "macro_auc": sel.criterion[1]}}
         columns = [columns[i] for i in sel.columns]
         X = X[:, list(sel.columns)]
-    probe = LinearProbe(seed=seed).fit(X[~calib], y[~calib])
-    state = probe.export()
-    out = OriginProbe(state["mean"], state["scale"], state["coef"], state["intercept"],
-                      np.zeros((0, 3)), y[calib], ids[calib], columns, int(seed), model_fingerprint(unet))
-    out.calib_probs = out.probabilities(X[calib])
-    pred = out.calib_probs.argmax(1)
-    out.info = {"rows": {name: int((y == c).sum()) for c, name in enumerate(CLASSES)},
-                "calibration_rows": {name: int((y[calib] == c).sum()) for c, name in enumerate(CLASSES)},
-                "calibration_macro_auc": macro_auc(y[calib], out.calib_probs),
-                "calibration_balanced_accuracy": multiclass_balanced_accuracy(y[calib], pred),
+    state = LinearProbe(seed=seed).fit(X[~calib], y[~calib]).export()
+    out = OriginProbe(state["mean"], state["scale"], state["coef"], state["intercept"], X[calib], k_of[calib],
+                      ids[calib], [(n, c) for n, c, _ in kinds], columns, int(seed), model_fingerprint(unet))
+    P = out.calib_probs
+    out.info = {"rows": {n: int((k_of == k).sum()) for k, (n, _, _) in enumerate(kinds)},
+                "calibration_rows": {n: int((k_of[calib] == k).sum()) for k, (n, _, _) in enumerate(kinds)},
+                "calibration_macro_auc": macro_auc(out.calib_labels, P),
+                "calibration_balanced_accuracy": multiclass_balanced_accuracy(out.calib_labels, P.argmax(1)),
+                "certifiable_fpr": {c: out.certifiable(c) for c in ("member", "generated")},
                 "fit_seconds_per_image": float(sum(secs) / len(y)), **info}
+    out.check_consistent()
     return out
 
 
 def verdicts(probe: OriginProbe, unet, scheduler, images: torch.Tensor, *, max_fpr: float = 0.01,
              device=None, progress: bool = False) -> list[dict]:
     """Per image: the verdict (most probable class), the three probabilities, and the decisions
-    "member" and "generated" at FPR <= ``max_fpr`` (thresholds from the probe's calibration rows)."""
+    "member" and "generated" at FPR <= ``max_fpr``, certified on every kind of calibration negative
+    (``None`` where the decision is refused: :meth:`OriginProbe.decision`)."""
     probe.check_model(unet)
     X, seconds = origin_features(unet, scheduler, images, probe.columns, seed=probe.seed, device=device,
                                  progress=progress)
     P = probe.probabilities(X)
-    thr = {c: probe.threshold(c, max_fpr) for c in ("member", "generated")}
+    decisions = {c: probe.decision(c, max_fpr) for c in ("member", "generated")}
     out = []
     for p in P:
         row = {"verdict": CLASSES[int(np.argmax(p))], **{f"p_{c}": float(p[i]) for i, c in enumerate(CLASSES)}}
-        for c, (t, _, _) in thr.items():
-            row[f"{c}_at_fpr"] = bool(p[CLASSES.index(c)] >= t)
+        for c, dec in decisions.items():
+            row[f"{c}_at_fpr"] = None if dec.refused else bool(dec.apply([p[CLASSES.index(c)]])[0])
         row["seconds"] = seconds
         out.append(row)
     return out
+
+
+__all__ = ["CLASSES", "DEFAULT_BUDGET", "DEFAULT_CALIBRATION_ROWS", "OriginProbe", "content_ids", "fit",
+           "negatives_needed", "origin_features", "trajectory_columns", "verdicts"]
