@@ -90,10 +90,12 @@ def main() -> None:
 
 
 def _finite_rate(ctx, param, value):
-    import math
+    from .detector.calibration import check_rate
 
-    if value is not None and not (math.isfinite(value) and 0 < value < 1):
-        raise click.BadParameter(f"a false-positive rate strictly between 0 and 1, got {value}")
+    try:
+        check_rate(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err))
     return value
 
 

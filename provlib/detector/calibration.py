@@ -51,7 +51,7 @@ def upper_bound(false_positives: int, negatives: int, confidence: float = CONFID
 def allowed_false_positives(negatives: int, max_fpr: float, confidence: float = CONFIDENCE) -> int | None:
     """The most false positives among ``negatives`` whose upper bound stays at or under ``max_fpr``;
     ``None`` when even none is too many (the calibration set is too small to certify ``max_fpr``)."""
-    _check_rate(max_fpr)
+    check_rate(max_fpr)
     if upper_bound(0, negatives, confidence) > max_fpr:
         return None
     k = 0
@@ -62,7 +62,7 @@ def allowed_false_positives(negatives: int, max_fpr: float, confidence: float = 
 
 def negatives_needed(max_fpr: float, confidence: float = CONFIDENCE) -> int:
     """The fewest negatives of a kind that certify ``max_fpr`` (with no false positive among them)."""
-    _check_rate(max_fpr)
+    check_rate(max_fpr)
     n = max(1, math.ceil(math.log(1 - confidence) / math.log1p(-max_fpr)) - 1)
     while upper_bound(0, n, confidence) > max_fpr:
         n += 1
@@ -123,7 +123,7 @@ def certified_decision(negatives: dict[str, np.ndarray], max_fpr: float,
                        confidence: float = CONFIDENCE) -> Decision:
     """The decision "score > threshold" whose false-positive rate is certified at ``max_fpr`` on every kind
     of negative: ``negatives`` maps each kind to its calibration scores (see the module docstring)."""
-    _check_rate(max_fpr)
+    check_rate(max_fpr)
     if not negatives:
         raise ValueError("a decision needs calibration negatives of at least one kind")
     own, allowed = {}, {}
@@ -145,7 +145,8 @@ def certified_decision(negatives: dict[str, np.ndarray], max_fpr: float,
     return Decision(max_fpr, threshold, tuple(bounds), confidence)
 
 
-def _check_rate(max_fpr: float) -> None:
+def check_rate(max_fpr: float) -> None:
+    """Raise a ValueError unless ``max_fpr`` is a finite number strictly between 0 and 1."""
     if isinstance(max_fpr, bool) or not isinstance(max_fpr, (int, float, np.floating)) \
             or not math.isfinite(max_fpr) or not 0 < max_fpr < 1:
         raise ValueError(f"a false-positive rate lies strictly between 0 and 1, got {max_fpr!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -84,7 +85,16 @@ def write(directory: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> P
         save_tensors(tmp / "probe.safetensors", {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
         atomic_write_text(tmp / "probe.json", json.dumps(meta, indent=1))
 
-    return replace_dir(d, fill)
+    if d.is_dir() and not any(d.iterdir()):   # the user's empty directory is kept: the files move into it
+        tmp = d.with_name(f".{d.name}.new-{os.getpid()}")
+        try:
+            fill(tmp)
+            for name in FILES:
+                os.replace(tmp / name, d / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)   # only the folder provlib just made
+        return d
+    return replace_dir(d, fill)    # a probe provlib wrote: replaced once the new one is complete
 
 
 def read(directory: str | Path) -> tuple[dict[str, np.ndarray], dict]:
