@@ -108,7 +108,7 @@ def _finite_rate(ctx, param, value):
                    "a folder, or split:TARGET/SPLIT")
 @click.option("--generated", default=None, help="images it generated (default: draw --n-generated now)")
 @click.option("--n-generated", default=500, show_default=True, type=click.IntRange(10))
-@click.option("--sampler-steps", default=100, show_default=True, type=click.IntRange(1, 1000),
+@click.option("--sampler-steps", default=origin.GENERATED_STEPS, show_default=True, type=click.IntRange(1, 1000),
               help="DDPM ancestral steps for the generated images")
 @click.option("--features", "kind", type=click.Choice(["combined", "trajectory"]), default="combined",
               show_default=True, help="combined: columns of every signal family chosen within --budget; "
@@ -150,7 +150,7 @@ def fit(model, lora, members, reference, generated, n_generated, sampler_steps, 
         if generated is not None:
             sets["generated"] = read(generated)
     if generated is None:
-        ids = np.arange(n_generated) + 10 ** 9   # a stream of ids no other sample of the study uses
+        ids = np.arange(n_generated) + origin.GENERATED_IDS   # a stream of ids no other sample of the study uses
         sets["generated"] = sample(unet, scheduler, n_generated, num_inference_steps=sampler_steps, seed=seed,
                                    ids=ids, progress=True)
     shared = origin.shared_images([("--members", "member", sets["member"]),

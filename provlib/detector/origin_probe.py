@@ -50,6 +50,10 @@ MIN_TRAIN_ROWS = 10          # training rows each kind keeps
 # within the interval of the best one on the shipped target, in both settings (notebook 15's report,
 # reports/cpu/15_origin_budget_default.md; tests/test_readme.py checks that the two agree)
 DEFAULT_BUDGET = 10
+# how provlib fit draws the generated kind when it is not given one: DDPM with this many steps, sample i from
+# the noise of id GENERATED_IDS + i (a stream no other sample of the study uses), seeded by the probe's seed
+GENERATED_STEPS = 100
+GENERATED_IDS = 10 ** 9
 
 
 def trajectory_columns(timesteps, families=FEATURES) -> list[tuple[str, int]]:
@@ -301,5 +305,5 @@ def verdicts(probe: OriginProbe, unet, scheduler, images: torch.Tensor, *, max_f
     return out
 
 
-__all__ = ["CLASSES", "DEFAULT_BUDGET", "DEFAULT_CALIBRATION_ROWS", "OriginProbe", "content_ids", "fit",
+__all__ = ["CLASSES", "DEFAULT_BUDGET", "DEFAULT_CALIBRATION_ROWS", "GENERATED_IDS", "GENERATED_STEPS", "OriginProbe", "content_ids", "fit",
            "negatives_needed", "origin_features", "trajectory_columns", "verdicts"]

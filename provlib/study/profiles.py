@@ -8,6 +8,7 @@ them the selected profile's values.  :class:`provlib.study.run.Run` holds them.
 """
 from __future__ import annotations
 
+from .. import paths
 from .generators import GENERATORS
 from .suspects import SOURCES
 from .targets import TARGETS
@@ -31,6 +32,8 @@ PROFILES: dict[str, dict] = {
         "timestep_stride": 100, # trajectory grid: every stride-th step of 0..999
         "probe_train_frac": 0.5,
         "n_bootstrap": 200,
+        "probes": ["fm500"],    # shipped origin probes (provlib/embedded/probes/<target>) whose rates are checked
+        "n_fresh": 60,          # fresh images per kind of negative behind each realised false-positive rate
     },
     "cpu": {
         "profile": "cpu",
@@ -50,6 +53,8 @@ PROFILES: dict[str, dict] = {
         "timestep_stride": 50,
         "probe_train_frac": 0.5,
         "n_bootstrap": 1000,
+        "probes": ["fm500", "fm1000"],
+        "n_fresh": 1000,
     },
 }
 
@@ -68,10 +73,11 @@ RULES: dict[str, tuple] = {
     "timestep_stride": (int, 1, 999, "an integer in 1..999 (the grid is every stride-th step of 0..999)"),
     "probe_train_frac": (float, 0.0, 1.0, "a number strictly between 0 and 1"),
     "n_bootstrap": (int, 1, None, "a positive integer"),
+    "n_fresh": (int, 10, None, "an integer of at least 10"),
 }
 
 
-SEQUENCES = ("targets", "sedid_targets", "attribution_sources", "open_world")   # lists of names
+SEQUENCES = ("targets", "sedid_targets", "attribution_sources", "open_world", "probes")   # lists of names
 
 
 def check_parameter(name: str, value):
@@ -102,6 +108,13 @@ def check_parameter(name: str, value):
         if unknown or len(set(value)) != len(value):
             raise ValueError(f"parameter open_world {list(value)}: unknown or repeated names; "
                              f"known: {sorted(GENERATORS)}")
+        return list(value)
+    if name == "probes":
+        shipped = sorted(p.name for p in paths.EMBEDDED_PROBES_DIR.iterdir() if (p / "probe.json").is_file())
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value \
+                or not set(value) <= set(shipped) or len(set(value)) != len(value):
+            raise ValueError(f"parameter probes must be a non-empty list of distinct shipped probes from {shipped}, "
+                             f"got {value!r}")
         return list(value)
     kind, lo, hi, what = RULES[name]
     ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)

@@ -60,6 +60,8 @@ class Run:
     suspects_per_role: int
     n_keys: int
     n_keys_max: int
+    probes: tuple
+    n_fresh: int
 
     # ----------------------------------------------------------------- construction
     @classmethod
