@@ -33,16 +33,18 @@ def _fail(message: str) -> None:
 
 
 def _load_model(model: str, lora: str | None, device):
-    from .models import ModelSourceError, load_model
+    from .models import ModelSourceError
+    from .models.interface import open_model
 
     try:
-        unet, scheduler = load_model(model, device=device)
-        if lora is not None:
-            from .models.lora import apply_lora
-            unet = apply_lora(unet, lora)
+        loaded = open_model(model, lora=lora, device=device)
     except (ModelSourceError, ValueError, OSError) as err:
         _fail(str(err))
-    return unet, scheduler
+    if loaded.kind != "pixel":
+        _fail(f"{model}: a latent text-to-image pipeline (StableDiffusionPipeline, diffusion on a "
+              f"{'x'.join(map(str, loaded.space_shape))} latent): provlib fit and verdict compute their signals "
+              "on pixel-space models (DDPMPipeline) only, so far")
+    return loaded.unet, loaded.scheduler
 
 
 @contextmanager

@@ -1,0 +1,182 @@
+"""Latent text-to-image pipelines (Stable Diffusion layout) behind the one model interface."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from provlib.models import ModelSourceError
+from provlib.models.interface import DiffusionModel, open_model
+from provlib.models.latent import LatentConfig, build_pipeline, caption
+from provlib.models.other import VAEConfig
+
+CAPTIONS = [caption(k) for k in range(10)]
+SMALL = LatentConfig(vae=VAEConfig(block_out_channels=(16, 32)), unet_channels=(16, 32), text_width=16, text_layers=1,
+                     vocab_size=120)
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sd") / "pipe"
+    build_pipeline(SMALL, CAPTIONS).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def model(pipeline_dir) -> DiffusionModel:
+    return open_model(pipeline_dir)
+
+
+def _images(n=3, seed=0):
+    return torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_the_tokenizer_reads_each_caption_word_by_word():
+    pipe = build_pipeline(SMALL, CAPTIONS)
+    tokens = pipe.tokenizer.convert_ids_to_tokens(pipe.tokenizer("a photo of an ankle boot").input_ids)
+    assert tokens == ["<|startoftext|>", "a</w>", "photo</w>", "of</w>", "an</w>", "ankle</w>", "boot</w>",
+                      "<|endoftext|>"]
+    assert caption(7) == "a photo of a sneaker" and caption(9) == "a photo of an ankle boot"
+
+
+def test_diffusers_loads_the_pipeline_and_generates_from_a_prompt(pipeline_dir):
+    from diffusers import StableDiffusionPipeline
+
+    assert json.loads((pipeline_dir / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
+    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe("a photo of a sneaker", num_inference_steps=2, height=16, width=16, output_type="pt",
+               generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 1, 16, 16) and torch.isfinite(out).all()
+
+
+def test_x0_is_the_scaled_posterior_mean_of_the_vae(model):
+    x = _images()
+    assert model.kind == "latent" and model.image_shape == (1, 16, 16) and model.space_shape == (4, 8, 8)
+    with torch.no_grad():
+        want = model.vae.encode(x).latent_dist.mean * model.vae.config.scaling_factor
+    got = model.to_space(x, batch_size=2)
+    assert got.shape == (3, 4, 8, 8) and torch.allclose(got, want, atol=1e-6)
+    with pytest.raises(ValueError, match=r"takes \(1, 16, 16\)"):
+        model.to_space(torch.zeros(2, 3, 16, 16))
+
+
+def test_the_condition_is_the_text_encoders_hidden_states_and_eps_reads_it(model):
+    pipe = model.pipeline
+    prompts = ["a photo of a bag", ""]
+    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = pipe.text_encoder(ids)[0]
+    cond = model.condition(prompts)
+    assert torch.allclose(cond, want, atol=1e-6)
+    assert torch.equal(model.condition(n=2)[1], cond[1])               # None: the empty prompt
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([10, 500])
+    with torch.no_grad():
+        assert torch.allclose(model.eps(z, t, cond), model.unet(z, t, encoder_hidden_states=want).sample, atol=1e-6)
+    with pytest.raises(ValueError, match="needs its condition"):
+        model.eps(z, t)
+    with pytest.raises(ValueError, match="not class labels"):
+        model.condition(labels=[1, 2])
+
+
+def test_a_pixel_model_through_the_same_interface():
+    from provlib.models import load_model, model_fingerprint
+    from provlib.paths import EMBEDDED_MODELS_DIR
+
+    tiny_model_dir = EMBEDDED_MODELS_DIR / "tiny"
+    model = open_model(tiny_model_dir)
+    unet, _ = load_model(tiny_model_dir)
+    x = _images(2)
+    assert model.kind == "pixel" and torch.equal(model.to_space(x), x) and model.condition() is None
+    t = torch.tensor([3, 700])
+    with torch.no_grad():
+        assert torch.equal(model.eps(x, t), unet(x, t).sample)
+    assert model.fingerprint == model_fingerprint(unet)
+    with pytest.raises(ValueError, match="no prompts"):
+        model.condition(["a photo of a bag"])
+
+
+def test_a_pipeline_of_another_kind_is_refused_naming_it(tmp_path):
+    d = tmp_path / "other"
+    d.mkdir()
+    (d / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    with pytest.raises(ModelSourceError, match="StableDiffusionXLPipeline.*DDPMPipeline.*StableDiffusionPipeline"):
+        open_model(d)
+
+
+def test_a_lora_in_diffusers_format_and_as_a_peft_folder_gives_diffusers_eps(pipeline_dir, model, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir)
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                     init_lora_weights=False))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    state = get_peft_model_state_dict(pipe.unet)
+    StableDiffusionPipeline.save_lora_weights(tmp_path / "diffusers", unet_lora_layers=state)
+    pipe.unet.save_pretrained(tmp_path / "peft_unet")   # the adapter as peft writes it
+    reference = StableDiffusionPipeline.from_pretrained(pipeline_dir)
+    reference.load_lora_weights(str(tmp_path / "diffusers"))          # diffusers' own, unfused
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([50, 400])
+    cond = model.condition(["a photo of a coat", ""])
+    with torch.no_grad():
+        want = reference.unet(z, t, encoder_hidden_states=cond).sample
+        base = model.eps(z, t, cond)
+    assert not torch.allclose(want, base, atol=1e-4)                   # the adapter changes eps
+    for lora in (tmp_path / "diffusers", tmp_path / "diffusers" / "pytorch_lora_weights.safetensors"):
+        with torch.no_grad():
+            got = open_model(pipeline_dir, lora=lora).eps(z, t, cond)
+        assert torch.allclose(got, want, atol=1e-5)
+    peft_dir = tmp_path / "peft"
+    peft_dir.mkdir()
+    pipe.unet.peft_config["default"].save_pretrained(peft_dir)
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in state.items()}, peft_dir / "adapter_model.safetensors")
+    with torch.no_grad():
+        got = open_model(pipeline_dir, lora=peft_dir).eps(z, t, cond)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_the_command_line_names_a_latent_pipeline_instead_of_calling_it_corrupt(pipeline_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    provlib = str(Path(sys.executable).parent / "provlib")
+    out = subprocess.run([provlib, "fit", "--model", str(pipeline_dir), "--members", str(tmp_path),
+                          "--reference", str(tmp_path), "--out", str(tmp_path / "probe")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "latent text-to-image pipeline (StableDiffusionPipeline" in out.stderr and "4x8x8 latent" in out.stderr
+    assert "corrupt" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_training_fits_the_scaling_factor_and_lowers_the_loss(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from provlib.models.latent import LatentTrainConfig, train_latent
+
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(32, 1, 16, 16, generator=g) > 0.5).float() * 2 - 1
+    prompts = [caption(i % 3) for i in range(32)]
+    small = LatentConfig(vae=VAEConfig(block_out_channels=(16, 32), epochs=2), unet_channels=(16, 32), text_width=16,
+                         text_layers=1, vocab_size=120)
+    cfg = LatentTrainConfig(model=small, epochs=6, batch_size=16, warmup_steps=2)
+    pipe, history = train_latent(images, prompts, images, cfg, progress=False)
+    assert len(history["vae"]) == 2 and len(history["unet"]) == 6 and history["unet"][-1] < history["unet"][0]
+    with torch.no_grad():
+        z = pipe.vae.encode(images).latent_dist.mean * pipe.vae.config.scaling_factor
+    assert abs(float(z.std()) - 1) < 1e-3                      # the scaled latents have unit variance
+    pipe.save_pretrained(tmp_path / "trained")
+    again = open_model(tmp_path / "trained")
+    assert again.vae.config.scaling_factor == pipe.vae.config.scaling_factor
+    assert torch.allclose(again.to_space(images), z, atol=1e-5)
+    assert StableDiffusionPipeline.from_pretrained(tmp_path / "trained").tokenizer("a photo of a trouser").input_ids
