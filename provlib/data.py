@@ -75,7 +75,7 @@ class ImageSet:
         return ImageSet(name or self.name, self.images[torch.as_tensor(index)], self.ids[index], labels)
 
 
-def check_images(images, *, what: str = "images", warn_range: bool = True) -> None:
+def check_images(images, *, what: str = "images", warn_range: bool = True, stacklevel: int = 3) -> None:
     """Raise a ValueError naming the problem unless ``images`` is float NCHW in [-1, 1].
 
     With ``warn_range``, a batch without a single negative pixel (images in
@@ -101,7 +101,7 @@ def check_images(images, *, what: str = "images", warn_range: bool = True) -> No
     if warn_range and lo >= 0.0:
         warnings.warn(f"{what}: no pixel of these {images.shape[0]} image(s) is negative (range [{lo:.3g}, "
                       f"{hi:.3g}]): they look like images in [0, 1], but provlib expects [-1, 1]; "
-                      "convert them with x * 2 - 1", ImageRangeWarning, stacklevel=3)
+                      "convert them with x * 2 - 1", ImageRangeWarning, stacklevel=stacklevel)
 
 
 def check_fits_model(images: torch.Tensor, unet, *, what: str = "images") -> None:

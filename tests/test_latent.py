@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -180,3 +181,73 @@ def test_training_fits_the_scaling_factor_and_lowers_the_loss(tmp_path):
     assert again.vae.config.scaling_factor == pipe.vae.config.scaling_factor
     assert torch.allclose(again.to_space(images), z, atol=1e-5)
     assert StableDiffusionPipeline.from_pretrained(tmp_path / "trained").tokenizer("a photo of a trouser").input_ids
+
+
+@pytest.mark.parametrize("method", ["hooks", "func"])
+def test_trajectory_features_on_a_latent_model_match_a_float64_loop(model, method):
+    import copy
+
+    from provlib.kernels.trajectory import FEATURES, reference_features, seeded_noise, trajectory_features
+
+    unet = copy.deepcopy(model.unet)
+    torch.manual_seed(0)
+    with torch.no_grad():                      # away from the zero-initialised output layer: every gradient alive
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    z0 = model.to_space(_images(4))
+    cond = model.condition([caption(k) for k in (0, 3, 9)] + [""])
+    ts = [0, 40, 500, 999]
+    noise = seeded_noise(range(4), ts, z0.shape[1:], seed=2)
+    got = trajectory_features(unet, model.scheduler, z0, ts, noise=noise, batch_size=5, method=method, cond=cond)
+    double = copy.deepcopy(unet).double().requires_grad_(False)
+    ref = reference_features(double, model.scheduler, z0.double(), ts, noise.double(), cond=cond.double())
+    for f in FEATURES:
+        torch.testing.assert_close(got[f].double(), ref[f], rtol=2e-4, atol=1e-6)
+    # the caption matters: the empty prompt gives other features
+    empty = trajectory_features(unet, model.scheduler, z0, ts, noise=noise, features=("loss",),
+                                cond=model.condition(n=4))
+    assert not torch.allclose(empty["loss"][:3], got["loss"][:3])
+
+
+def test_sima_pia_and_the_t_error_on_a_latent_model_match_a_float64_loop_per_image(model):
+    import copy
+
+    from provlib.attacks import pia_distance, sima_norms
+    from provlib.kernels.ddim import t_errors
+
+    unet = copy.deepcopy(model.unet)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    z0 = model.to_space(_images(3, seed=4))
+    cond = model.condition([caption(1), caption(5), ""])
+    double = copy.deepcopy(unet).double()
+    families = {
+        "sima": lambda u, x, c, b: torch.stack(list(sima_norms(u, model.scheduler, x, [0, 100], cond=c,
+                                                               batch_size=b).values())),
+        "pia": lambda u, x, c, b: pia_distance(u, model.scheduler, x, [50, 200], cond=c, batch_size=b),
+        "t_error": lambda u, x, c, b: t_errors(u, model.scheduler, x, [20, 40], 10, cond=c, batch_size=b),
+    }
+    for name, f in families.items():
+        got = f(unet, z0, cond, 3).double()
+        loop = torch.cat([f(double, z0[i:i + 1].double(), cond[i:i + 1].double(), 1) for i in range(3)], dim=-2 if
+                         name == "sima" else 0)
+        torch.testing.assert_close(got, loop.double(), rtol=2e-4, atol=1e-6, msg=name)
+        other = f(unet, z0, model.condition(n=3), 3).double()        # the empty prompt for every image
+        assert not torch.allclose(other, got), name
+    with pytest.raises(ValueError, match="one condition per image"):
+        pia_distance(unet, model.scheduler, z0, 50, cond=cond[:2])
+
+
+def test_every_signal_column_on_a_latent_model_follows_its_condition(model):
+    from provlib.detector.columns import values
+
+    cols = [("loss", 0), ("grad_x", 100), ("grad_theta", 100), ("sima_l2", 20), ("sima_l4", 20), ("pia", 50),
+            ("secmi", 30)]
+    z0 = model.to_space(_images(2, seed=6))
+    cond = model.condition([caption(2), caption(8)])
+    both = values(model.unet, model.scheduler, z0, cols, cond=cond)
+    one = values(model.unet, model.scheduler, z0[1:], cols, ids=[1], cond=cond[1:])
+    assert both.shape == (2, len(cols)) and np.isfinite(both).all()
+    np.testing.assert_allclose(one[0], both[1], rtol=1e-4)        # an image's columns do not depend on its batch

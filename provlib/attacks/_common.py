@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 
 from ..checks import positive_int
-from ..data import check_fits_model, check_images
+from ..kernels.condition import check_condition, check_input, rows, unet_kwargs
 from ..kernels.trajectory import check_timesteps
 from ..runtime import default_device
 
@@ -18,19 +18,25 @@ def timestep_list(t, scheduler) -> tuple[list[int], bool]:
     return ts.tolist(), scalar
 
 
-def prepare(unet, images: torch.Tensor, batch_size: int, device):
-    """Check the inputs, move the model; ``(device, dtype, batch_size)``."""
-    check_images(images)
-    check_fits_model(images, unet)
+def prepare(unet, images: torch.Tensor, batch_size: int, device, cond=None):
+    """Check the inputs (images, or a latent model's latents; the condition, one row per image), move the
+    model; ``(device, dtype, batch_size, cond)``."""
+    check_input(images, unet)
+    cond = check_condition(cond, len(images))
     batch_size = positive_int(batch_size, "batch_size")
     device = torch.device(device) if device is not None else default_device()
     unet.to(device).eval()
-    return device, next(unet.parameters()).dtype, batch_size
+    return device, next(unet.parameters()).dtype, batch_size, cond
 
 
-def eps_at(unet, x: torch.Tensor, t: int) -> torch.Tensor:
-    """eps_theta(x, t) for a batch, every image at the same timestep."""
-    return unet(x, torch.full((len(x),), int(t), device=x.device, dtype=torch.long)).sample
+def batch_condition(cond, start: int, n: int, device, dtype):
+    """The condition of the images ``start .. start + n - 1`` (None for an unconditional model)."""
+    return rows(cond, torch.arange(start, start + n), device, dtype)
+
+
+def eps_at(unet, x: torch.Tensor, t: int, cond=None) -> torch.Tensor:
+    """eps_theta(x, t[, cond]) for a batch, every image at the same timestep."""
+    return unet(x, torch.full((len(x),), int(t), device=x.device, dtype=torch.long), **unet_kwargs(cond)).sample
 
 
 def shaped(scores: torch.Tensor, scalar: bool) -> torch.Tensor:

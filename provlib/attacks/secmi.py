@@ -24,16 +24,17 @@ NN_RECIPE = {"epochs": 60, "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4, "b
 
 
 def secmi_t_error(unet, scheduler, images: torch.Tensor, t_sec=100, k: int = 10, *, batch_size: int = 250,
-                  device=None, return_residuals: bool = False, progress: bool = False):
+                  device=None, return_residuals: bool = False, progress: bool = False, cond=None):
     """SecMI's t-error per image (lower = member); (N,) for one ``t_sec``, (N, len(t_sec)) for several.
 
-    With ``return_residuals`` also the maps |x_t - x_hat_t| (N, C, H, W) or (N, T, C, H, W).
+    With ``return_residuals`` also the maps |x_t - x_hat_t| (N, C, H, W) or (N, T, C, H, W); ``cond``
+    conditions the model (one row per image).
     """
     ts, scalar = timestep_list(t_sec, scheduler)
     if min(ts) < k:
         raise ValueError(f"t_sec must be at least k = {k}, got {min(ts)}")
     out = t_errors(unet, scheduler, images, [t - k for t in ts], k, batch_size=batch_size, device=device,
-                   return_residuals=return_residuals, progress=progress)
+                   return_residuals=return_residuals, progress=progress, cond=cond)
     if not return_residuals:
         return shaped(out, scalar)
     errors, maps = out

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from ._common import eps_at, prepare, shaped, timestep_list
+from ._common import batch_condition, eps_at, prepare, shaped, timestep_list
 
 
 @torch.no_grad()
 def sima_norms(unet, scheduler, images: torch.Tensor, t, *, powers=(2, 4), batch_size: int = 250,
-               device=None) -> dict[int, torch.Tensor]:
+               device=None, cond=None) -> dict[int, torch.Tensor]:
     """``{p: ||eps_theta(x0, t)||_p^p}`` per image for each power ``p`` (lower = member), all from one
     forward per timestep; each (N,) or (N, len(t)).  SimA's score is ``p = 4``; ``p = 2`` is the same
     prediction's energy (a feature family of the combined probe)."""
@@ -22,12 +22,13 @@ def sima_norms(unet, scheduler, images: torch.Tensor, t, *, powers=(2, 4), batch
     powers = tuple(int(p) for p in powers)
     if not powers or min(powers) < 1 or len(set(powers)) != len(powers):
         raise ValueError(f"powers must be distinct positive integers, got {powers!r}")
-    device, dtype, batch_size = prepare(unet, images, batch_size, device)
+    device, dtype, batch_size, cond = prepare(unet, images, batch_size, device, cond)
     out = torch.empty(len(powers), len(images), len(ts))
     for s in range(0, len(images), batch_size):
         x0 = images[s:s + batch_size].to(device=device, dtype=dtype)
+        c = batch_condition(cond, s, len(x0), device, dtype)
         for j, tj in enumerate(ts):
-            a = eps_at(unet, x0, tj).abs().flatten(1)
+            a = eps_at(unet, x0, tj, c).abs().flatten(1)
             for i, p in enumerate(powers):
                 out[i, s:s + len(x0), j] = a.pow(p).sum(1).float().cpu()
     return {p: shaped(out[i], scalar) for i, p in enumerate(powers)}

@@ -86,7 +86,7 @@ def reconstruct(unet, scheduler, images: torch.Tensor, labels: torch.Tensor, ids
     eps = seeded_noise(list(ids), [t], images.shape[1:], seed)[:, 0]
     x = a ** 0.5 * images + (1 - a) ** 0.5 * eps
     path = np.unique(np.linspace(t, 0, steps + 1).round().astype(int))[::-1].tolist()
-    return ddim_path(unet.eval(), scheduler, x, path, class_labels=torch.as_tensor(labels).long()).clamp(-1, 1)
+    return ddim_path(unet.eval(), scheduler, x, path, cond=torch.as_tensor(labels).long()).clamp(-1, 1)
 
 
 def query(unet, scheduler, keys: KeySet, *, seed: int) -> np.ndarray:

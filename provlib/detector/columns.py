@@ -55,11 +55,14 @@ def family_blocks(cols: Sequence[tuple[str, int]]) -> list[list[int]]:
 
 
 def values(unet, scheduler, images: torch.Tensor, cols: Sequence[tuple[str, int]], *, seed: int = 0,
-           ids: Sequence[int] | None = None, k: int = SECMI_K, device=None, progress: bool = False) -> np.ndarray:
+           ids: Sequence[int] | None = None, k: int = SECMI_K, device=None, progress: bool = False,
+           cond: torch.Tensor | None = None) -> np.ndarray:
     """Raw values (N, len(cols)) of the columns ``cols`` for ``images`` (float64; a probe takes their log).
 
     The trajectory families are computed per group of timesteps that need the same families, so a
-    backward runs only where a gradient column asks for it and the work done is :func:`passes_of`."""
+    backward runs only where a gradient column asks for it and the work done is :func:`passes_of`.
+    For a latent model, ``images`` are the latents x0 and ``cond`` the text condition of each
+    (:class:`provlib.models.interface.DiffusionModel`)."""
     from ..attacks import pia_distance, secmi_t_error, sima_norms
     from ..kernels.trajectory import trajectory_features
 
@@ -75,19 +78,19 @@ def values(unet, scheduler, images: torch.Tensor, cols: Sequence[tuple[str, int]
         groups.setdefault(tuple(f for f in TRAJECTORY if f in fams), []).append(t)
     for fams, ts in groups.items():
         got = trajectory_features(unet, scheduler, images, sorted(ts), seed=seed, ids=ids, features=fams,
-                                  device=device, progress=progress)
+                                  device=device, progress=progress, cond=cond)
         for f in fams:
             for j, t in enumerate(sorted(ts)):
                 out[:, where[(f, t)]] = got[f][:, j].double().numpy()
     sima_ts = sorted({t for f, t in cols if f in ("sima_l2", "sima_l4")})
     if sima_ts:
-        norms = sima_norms(unet, scheduler, images, sima_ts, powers=(2, 4), device=device)
+        norms = sima_norms(unet, scheduler, images, sima_ts, powers=(2, 4), device=device, cond=cond)
         for f, p in (("sima_l2", 2), ("sima_l4", 4)):
             for j, t in enumerate(sima_ts):
                 if (f, t) in where:
                     out[:, where[(f, t)]] = norms[p][:, j].double().numpy()
-    for f, kernel in (("pia", lambda ts: pia_distance(unet, scheduler, images, ts, device=device)),
-                      ("secmi", lambda ts: secmi_t_error(unet, scheduler, images, ts, k, device=device))):
+    for f, kernel in (("pia", lambda ts: pia_distance(unet, scheduler, images, ts, device=device, cond=cond)),
+                      ("secmi", lambda ts: secmi_t_error(unet, scheduler, images, ts, k, device=device, cond=cond))):
         ts = sorted(t for g, t in cols if g == f)
         if ts:
             got = kernel(ts)

@@ -26,9 +26,9 @@ from typing import Sequence
 import torch
 
 from ..checks import positive_int
-from ..data import check_fits_model, check_images
 from ..progress import progress_bar
 from ..runtime import default_device
+from .condition import check_condition, check_input, rows, unet_kwargs
 
 
 def _abar(scheduler, t: int) -> float:
@@ -36,11 +36,12 @@ def _abar(scheduler, t: int) -> float:
 
 
 def ddim_step(unet, scheduler, x: torch.Tensor, t: int, t_next: int, *, eps: torch.Tensor | None = None,
-              class_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One deterministic DDIM step of the batch ``x`` from timestep ``t`` to ``t_next``.
 
     Returns ``(x_next, eps)`` with ``eps = eps_theta(x, t)`` (computed unless given;
-    ``class_labels`` condition a class-conditional model).
+    ``cond`` conditions the model, one row per image: class labels or text embeddings,
+    :mod:`provlib.kernels.condition`).
     """
     n_train = scheduler.config.num_train_timesteps
     for name, value in (("t", t), ("t_next", t_next)):
@@ -48,15 +49,14 @@ def ddim_step(unet, scheduler, x: torch.Tensor, t: int, t_next: int, *, eps: tor
             raise ValueError(f"{name} must lie in [0, {n_train}), got {value}")
     if eps is None:
         with torch.no_grad():
-            cond = {} if class_labels is None else {"class_labels": class_labels}   # any eps model, conditional or not
-            eps = unet(x, torch.full((len(x),), int(t), device=x.device, dtype=torch.long), **cond).sample
+            eps = unet(x, torch.full((len(x),), int(t), device=x.device, dtype=torch.long), **unet_kwargs(cond)).sample
     a, a_next = _abar(scheduler, int(t)), _abar(scheduler, int(t_next))
     x0_hat = (x - (1 - a) ** 0.5 * eps) / a ** 0.5
     return a_next ** 0.5 * x0_hat + (1 - a_next) ** 0.5 * eps, eps
 
 
 def ddim_path(unet, scheduler, x: torch.Tensor, timesteps: Sequence[int], *, record: bool = False,
-              class_labels: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
+              cond: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
     """Walk ``x`` (the state at ``timesteps[0]``) through consecutive DDIM steps to ``timesteps[-1]``.
 
     With ``record``, returns every state ``[x_(t0), x_(t1), ...]``; else the last one.
@@ -66,7 +66,7 @@ def ddim_path(unet, scheduler, x: torch.Tensor, timesteps: Sequence[int], *, rec
         raise ValueError("ddim_path needs at least one timestep")
     states = [x]
     for t, t_next in zip(ts[:-1], ts[1:]):
-        x, _ = ddim_step(unet, scheduler, x, t, t_next, class_labels=class_labels)
+        x, _ = ddim_step(unet, scheduler, x, t, t_next, cond=cond)
         if record:
             states.append(x)
     return states if record else x
@@ -95,7 +95,8 @@ def _check_t_grid(scheduler, ts: Sequence[int], k: int) -> list[int]:
 
 @torch.no_grad()
 def t_errors(unet, scheduler, images: torch.Tensor, ts: Sequence[int], k: int = 10, *, batch_size: int = 250,
-             device=None, return_residuals: bool = False, return_states: bool = False, progress: bool = False):
+             device=None, return_residuals: bool = False, return_states: bool = False, progress: bool = False,
+             cond: torch.Tensor | None = None):
     """The t-error ``||x_t - x_hat_t||^2`` of each image at each ``t`` of ``ts`` (one shared inversion).
 
     Returns a float32 CPU tensor (N, len(ts)) in the order of ``sorted(set(ts))``; with
@@ -103,10 +104,10 @@ def t_errors(unet, scheduler, images: torch.Tensor, ts: Sequence[int], k: int = 
     SecMI_NNs classifies; with ``return_states`` also the two intermediate states
     themselves, ``x_t`` and ``x_hat_t`` side by side as channels (N, len(ts), 2C, H, W),
     which SeDID_NNs classifies.  Lower error = more likely seen (or made) by the model.
-    The extra outputs follow the errors in this order.
+    The extra outputs follow the errors in this order.  ``cond`` conditions the model (one row per image).
     """
-    check_images(images)
-    check_fits_model(images, unet)
+    check_input(images, unet)
+    cond = check_condition(cond, len(images))
     k, batch_size = positive_int(k, "k"), positive_int(batch_size, "batch_size")
     grid = _check_t_grid(scheduler, ts, k)
     device = torch.device(device) if device is not None else default_device()
@@ -120,10 +121,11 @@ def t_errors(unet, scheduler, images: torch.Tensor, ts: Sequence[int], k: int = 
                       unit="img") as bar:
         for s in range(0, len(images), batch_size):
             x = images[s:s + batch_size].to(device=device, dtype=dtype)
-            states = dict(zip(path, ddim_path(unet, scheduler, x, path, record=True)))
+            c = rows(cond, torch.arange(s, s + len(x)), device, dtype)
+            states = dict(zip(path, ddim_path(unet, scheduler, x, path, record=True, cond=c)))
             for j, t in enumerate(grid):
-                up, _ = ddim_step(unet, scheduler, states[t], t, t + k)
-                back, _ = ddim_step(unet, scheduler, up, t + k, t)
+                up, _ = ddim_step(unet, scheduler, states[t], t, t + k, cond=c)
+                back, _ = ddim_step(unet, scheduler, up, t + k, t, cond=c)
                 diff = (states[t] - back).float().cpu()
                 errors[s:s + len(x), j] = diff.pow(2).flatten(1).sum(1)
                 if return_residuals:

@@ -15,6 +15,8 @@ and only its squared norm is kept:
            convolutions) the same matmuls on the coarse grid, a quarter of the
            work; 1x1 convolutions are linear layers over positions
 - GroupNorm dgamma_i = sum_hw g_i * xhat_i,  dbeta_i = sum_hw g_i
+- LayerNorm the same, summed over the positions before the normalised dims
+  (the transformer blocks of a text-conditioned UNet)
 
 and each bias gradient is g_i summed over positions.  Where it is cheaper,
 the squared norm of g_i^T a_i is taken with the "ghost norm" identity
@@ -27,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm)
+SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm)
 # oneDNN's grouped weight-gradient convolution is fast up to 32 channels per group and
 # erratic above (2-6x a forward convolution): wider convolutions take the per-offset matmuls.
 GROUPED_MAX_CHANNELS = 32
@@ -229,9 +231,21 @@ def _group_norm(module: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor) -> torch
     return out
 
 
+def _layer_norm(module: nn.LayerNorm, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """dgamma_i = sum over positions of g_i * xhat_i, dbeta_i = sum over positions of g_i."""
+    out = torch.zeros(a.shape[0], dtype=a.dtype, device=a.device)
+    lead = tuple(range(1, a.ndim - len(module.normalized_shape)))
+    if module.weight is not None:
+        xhat = F.layer_norm(a, module.normalized_shape, eps=module.eps)
+        out = out + _sq((g * xhat).sum(lead) if lead else g * xhat)
+    if module.bias is not None:
+        out = out + _sq(g.sum(lead) if lead else g)
+    return out
+
+
 _CONV_ROUTES = {"1x1": _conv_1x1, "ghost": _conv_ghost, "shifted": _conv_shifted, "grouped": _conv_grouped,
                 "upsampled": _conv_upsampled}
-_RULES = {nn.Linear: _linear, nn.Conv2d: _conv2d, nn.GroupNorm: _group_norm}
+_RULES = {nn.Linear: _linear, nn.Conv2d: _conv2d, nn.GroupNorm: _group_norm, nn.LayerNorm: _layer_norm}
 
 
 class PerSampleGradNorms:
@@ -243,7 +257,7 @@ class PerSampleGradNorms:
     The backward must reach ``leaves`` as well as the input, e.g.
     ``torch.autograd.grad(loss.sum(), [x, *norms.leaves])``.
 
-    Every module holding parameters must be a Linear, Conv2d or GroupNorm used
+    Every module holding parameters must be a Linear, Conv2d, GroupNorm or LayerNorm used
     once per forward pass; anything else raises NotImplementedError (use the
     ``torch.func`` kernel then).
     """

@@ -28,6 +28,7 @@ from ..data import check_fits_model, check_images
 from ..progress import progress_bar
 from ..runtime import default_device, keep_freed_memory
 from ..seeds import noise_seed
+from .condition import check_condition, check_input, rows as cond_rows, unet_kwargs
 from .persample import PerSampleGradNorms, layer_names
 
 FEATURES = ("loss", "grad_x", "grad_theta")
@@ -72,20 +73,20 @@ def _noised(acp: torch.Tensor, x0, eps, t):
     return a.sqrt() * x0 + (1 - a).sqrt() * eps
 
 
-def _loss(unet, acp, x0, eps, t) -> torch.Tensor:
-    """Per-sample L_t = ||eps_theta(x_t, t) - eps||^2, summed over pixels."""
-    return (unet(_noised(acp, x0, eps, t), t).sample - eps).pow(2).flatten(1).sum(1)
+def _loss(unet, acp, x0, eps, t, c=None) -> torch.Tensor:
+    """Per-sample L_t = ||eps_theta(x_t, t[, c]) - eps||^2, summed over pixels (latent entries)."""
+    return (unet(_noised(acp, x0, eps, t), t, **unet_kwargs(c)).sample - eps).pow(2).flatten(1).sum(1)
 
 
-def _loss_only(unet, acp, x0, eps, t):
+def _loss_only(unet, acp, x0, eps, t, c=None):
     with torch.no_grad():
-        return {"loss": _loss(unet, acp, x0, eps, t)}
+        return {"loss": _loss(unet, acp, x0, eps, t, c)}
 
 
-def _loss_and_grad_x(unet, acp, x0, eps, t):
+def _loss_and_grad_x(unet, acp, x0, eps, t, c=None):
     x0 = x0.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = _loss(unet, acp, x0, eps, t)
+        loss = _loss(unet, acp, x0, eps, t, c)
         # samples do not interact in the UNet (GroupNorm is per sample), so the
         # gradient of the summed loss holds every sample's own gradient
         (gx,) = torch.autograd.grad(loss.sum(), x0)
@@ -105,29 +106,30 @@ def _vmappable_attention(unet):
             m.set_processor(proc)
 
 
-def _all_features(unet, acp, x0, eps, t):
+def _all_features(unet, acp, x0, eps, t, c=None):
     params = {k: v.detach() for k, v in unet.named_parameters()}
     buffers = {k: v.detach() for k, v in unet.named_buffers()}
 
-    def one(p, x, e, tt, a):
+    def one(p, x, e, tt, a, cc):
         xt = a.sqrt() * x + (1 - a).sqrt() * e
-        pred = functional_call(unet, (p, buffers), (xt[None], tt[None])).sample[0]
+        kwargs = unet_kwargs(None if cc is None else cc[None])
+        pred = functional_call(unet, (p, buffers), (xt[None], tt[None]), kwargs).sample[0]
         loss = (pred - e).pow(2).sum()
         return loss, loss
 
     with _vmappable_attention(unet):
-        grads, loss = vmap(grad(one, argnums=(0, 1), has_aux=True), in_dims=(None, 0, 0, 0, 0))(
-            params, x0, eps, t, acp[t])
+        grads, loss = vmap(grad(one, argnums=(0, 1), has_aux=True),
+                           in_dims=(None, 0, 0, 0, 0, None if c is None else 0))(params, x0, eps, t, acp[t], c)
     g_theta, g_x = grads
     sq_theta = sum(g.pow(2).flatten(1).sum(1) for g in g_theta.values())
     return {"loss": loss.detach(), "grad_x": g_x.pow(2).flatten(1).sum(1), "grad_theta": sq_theta}
 
 
-def _all_features_hooks(unet, acp, x0, eps, t, per_layer: bool = False):
+def _all_features_hooks(unet, acp, x0, eps, t, c=None, per_layer: bool = False):
     """All three features from one forward and one backward (per-sample norms from layer hooks)."""
     x0 = x0.detach().requires_grad_(True)
     with torch.enable_grad(), PerSampleGradNorms(unet, per_layer=per_layer) as norms:
-        loss = _loss(unet, acp, x0, eps, t)
+        loss = _loss(unet, acp, x0, eps, t, c)
         gx = torch.autograd.grad(loss.sum(), [x0, *norms.leaves])[0]
     out = {"loss": loss.detach(), "grad_x": gx.pow(2).flatten(1).sum(1), "grad_theta": norms.total}
     if per_layer:
@@ -151,7 +153,8 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
                         seed: int = 0, ids: Sequence[int] | None = None, features: Sequence[str] = FEATURES,
                         batch_size: int = 64, device: str | torch.device | None = None,
                         method: str = "hooks", progress: bool = False,
-                        callback: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+                        callback: Callable[[int], None] | None = None,
+                        cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-sample, per-timestep trajectory features.
 
     Returns a dict mapping each name in ``features`` to a float32 CPU tensor of
@@ -168,16 +171,20 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
     ``callback(rows)`` is called after each batch with the number of
     (image, timestep) rows it computed (for a caller's own progress bar).
     Images must have the model's channels and size (see
-    :func:`provlib.data.check_fits_model`).
+    :func:`provlib.data.check_fits_model`): for a latent model, pass the
+    latents x0 (:meth:`provlib.models.interface.DiffusionModel.to_space`),
+    so that ``grad_x`` is the gradient with respect to the latent.  ``cond``
+    conditions the model, one row per image (:mod:`provlib.kernels.condition`:
+    text embeddings or class labels).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    check_images(images)
-    check_fits_model(images, unet)
+    check_input(images, unet)
     features = names(features, "features", (*FEATURES, LAYERS))
     batch_size = positive_int(batch_size, "batch_size")
     ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
     n, n_t = len(images), len(ts)
+    cond = check_condition(cond, n)
     ids = np.arange(n) if ids is None else np.asarray(ids)
     if len(ids) != n:
         raise ValueError(f"{len(ids)} ids for {n} images")
@@ -204,7 +211,8 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
         else:
             eps = noise[i, j]
         x0 = images[i].to(device=device, dtype=dtype)
-        res = kernel(unet, acp, x0, eps.to(device=device, dtype=dtype), ts[j].to(device))
+        c = cond_rows(cond, i, device, dtype)
+        res = kernel(unet, acp, x0, eps.to(device=device, dtype=dtype), ts[j].to(device), *(() if c is None else (c,)))
         for f in features:
             value = res[f].detach().float().cpu()
             if f not in out:
@@ -262,7 +270,8 @@ def image_layer_grad_norms(unet, scheduler, images: torch.Tensor, timesteps, *, 
     return out
 
 
-def reference_features(unet, scheduler, images: torch.Tensor, timesteps, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+def reference_features(unet, scheduler, images: torch.Tensor, timesteps, noise: torch.Tensor,
+                       cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The same three features by a plain per-sample, per-timestep loop (batch size 1).
 
     Independent of the vectorised kernel (autograd on the module, no
@@ -277,21 +286,22 @@ def reference_features(unet, scheduler, images: torch.Tensor, timesteps, noise: 
     try:
         for p in params:
             p.requires_grad_(True)
-        _reference_loop(unet, acp, images, ts, noise, params, out)
+        _reference_loop(unet, acp, images, ts, noise, params, out, cond)
     finally:
         for p, flag in zip(params, flags):  # leave the model as it came
             p.requires_grad_(flag)
     return out
 
 
-def _reference_loop(unet, acp, images, ts, noise, params, out) -> None:
+def _reference_loop(unet, acp, images, ts, noise, params, out, cond=None) -> None:
     dtype = acp.dtype
     for i in range(len(images)):
+        c = None if cond is None else cond[i:i + 1].to(dtype if cond.is_floating_point() else cond.dtype)
         for j, t in enumerate(ts.tolist()):
             x0 = images[i:i + 1].to(dtype).clone().requires_grad_(True)
             eps = noise[i, j][None].to(dtype)
             xt = acp[t].sqrt() * x0 + (1 - acp[t]).sqrt() * eps
-            loss = (unet(xt, torch.tensor([t])).sample - eps).pow(2).sum()
+            loss = (unet(xt, torch.tensor([t]), **unet_kwargs(c)).sample - eps).pow(2).sum()
             grads = torch.autograd.grad(loss, [x0, *params], allow_unused=True)
             out["loss"][i, j] = loss.detach()
             out["grad_x"][i, j] = grads[0].pow(2).sum()
