@@ -251,3 +251,15 @@ def test_every_signal_column_on_a_latent_model_follows_its_condition(model):
     one = values(model.unet, model.scheduler, z0[1:], cols, ids=[1], cond=cond[1:])
     assert both.shape == (2, len(cols)) and np.isfinite(both).all()
     np.testing.assert_allclose(one[0], both[1], rtol=1e-4)        # an image's columns do not depend on its batch
+
+
+def test_gsa1_image_gradients_on_a_latent_model_follow_each_images_caption(model):
+    from provlib.kernels.trajectory import image_layer_grad_norms
+
+    z0 = model.to_space(_images(2, seed=7))
+    cond = model.condition([caption(4), caption(6)])
+    both = image_layer_grad_norms(model.unet, model.scheduler, z0, [10, 300], cond=cond)
+    second = image_layer_grad_norms(model.unet, model.scheduler, z0[1:], [10, 300], ids=[1], cond=cond[1:])
+    torch.testing.assert_close(second[0], both[1], rtol=1e-4, atol=1e-10)
+    empty = image_layer_grad_norms(model.unet, model.scheduler, z0, [10, 300], cond=model.condition(n=2))
+    assert both.shape == empty.shape and not torch.allclose(both, empty)

@@ -24,7 +24,6 @@ from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch.func import functional_call, grad, vmap
 
 from ..checks import names, positive_int
-from ..data import check_fits_model, check_images
 from ..progress import progress_bar
 from ..runtime import default_device, keep_freed_memory
 from ..seeds import noise_seed
@@ -224,7 +223,8 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
 
 
 def image_layer_grad_norms(unet, scheduler, images: torch.Tensor, timesteps, *, seed: int = 0,
-                           ids: Sequence[int] | None = None, device=None, progress: bool = False) -> torch.Tensor:
+                           ids: Sequence[int] | None = None, device=None, progress: bool = False,
+                           cond: torch.Tensor | None = None) -> torch.Tensor:
     """Per image, each layer's ||d/dtheta_layer mean_t L_t||^2: one gradient of the loss averaged over the grid.
 
     GSA_1's feature (Pang et al.): the gradient of the mean loss over the
@@ -232,10 +232,11 @@ def image_layer_grad_norms(unet, scheduler, images: torch.Tensor, timesteps, *, 
     noise of (image, t) is the trajectory kernel's seeded noise.  One ordinary
     backward per image through a batch of its timestep rows (as GSA's code does;
     faster on a CPU than a ``torch.func`` vmap over images).  Returns
-    (N, n_layers) in the order of :func:`provlib.kernels.persample.layer_names`.
+    (N, n_layers) in the order of :func:`provlib.kernels.persample.layer_names`.  ``cond`` conditions the
+    model (one row per image, repeated over its timestep rows).
     """
-    check_images(images)
-    check_fits_model(images, unet)
+    check_input(images, unet)
+    cond = check_condition(cond, len(images))
     ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
     ids = np.arange(len(images)) if ids is None else np.asarray(ids)
     if len(ids) != len(images):
@@ -259,8 +260,10 @@ def image_layer_grad_norms(unet, scheduler, images: torch.Tensor, timesteps, *, 
         for i in progress_bar(range(len(images)), desc="image gradient norms", enabled=progress, unit="img"):
             x0 = images[i:i + 1].to(device=device, dtype=dtype)
             eps = seeded_noise([ids[i]], ts.tolist(), images.shape[1:], seed)[0].to(device=device, dtype=dtype)
+            c = cond_rows(cond, torch.full((len(ts),), i), device, dtype)
             with torch.enable_grad():
-                loss = (unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, tt).sample - eps).pow(2).flatten(1).sum(1).mean()
+                pred = unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, tt, **unet_kwargs(c)).sample
+                loss = (pred - eps).pow(2).flatten(1).sum(1).mean()
                 grads = torch.autograd.grad(loss, params)
             for j, g in zip(owner, grads):
                 out[i, j] += float(g.pow(2).sum())
