@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..kernels.condition import unet_kwargs
 from .ddpm import ModelSourceError, load_model, model_fingerprint
 
 # the pipeline classes provlib reads, and the kind of model each is
@@ -108,12 +109,10 @@ class DiffusionModel:
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """eps_theta(x_t, t, cond)."""
-        if self.kind == "pixel":
-            return self.unet(x_t, t, class_labels=cond).sample if cond is not None else self.unet(x_t, t).sample
-        if cond is None:
+        if self.kind == "latent" and cond is None:
             raise ValueError("a text-to-image model needs its condition (model.condition(prompts) or the empty "
                              "prompt's)")
-        return self.unet(x_t, t, encoder_hidden_states=cond).sample
+        return self.unet(x_t, t, **unet_kwargs(cond)).sample
 
 
 def _combine(fingerprints: list[str]) -> str:
