@@ -1,7 +1,16 @@
 """The ``provlib`` command: fit a 3-way origin probe on a model, and ask where images come from.
 
-    provlib fit --model DIR --members SRC --reference SRC [--reference SRC ...] [--budget PASSES] --out PROBE_DIR
-    provlib verdict --model DIR [--lora ADAPTER_DIR] --probe PROBE_DIR [--max-fpr 0.01] [--json] IMAGE...
+    provlib fit --model DIR [--lora LORA] --members SRC --reference SRC [--reference SRC ...] [--budget PASSES]
+                [--prompt TEXT] --out PROBE_DIR
+    provlib verdict --model DIR [--lora LORA] --probe PROBE_DIR [--max-fpr 0.01] [--prompt TEXT] [--json] IMAGE...
+
+A model is a diffusers pipeline directory: a pixel-space DDPM (``DDPMPipeline``)
+or a latent text-to-image model in Stable Diffusion's layout
+(``StableDiffusionPipeline``), optionally with a LoRA fine-tune (a peft adapter
+folder, or diffusers' ``pytorch_lora_weights.safetensors``).  A text-to-image
+model conditions each image on its caption: a ``captions.csv`` or
+``captions.jsonl`` beside the images (:mod:`provlib.captions`), else
+``--prompt`` for every image, else the empty prompt.
 
 Exit status: 0 when every image was answered, 3 when some images could not be
 read (the others are answered, each bad one named on stderr), 1 on an error
@@ -33,18 +42,19 @@ def _fail(message: str) -> None:
 
 
 def _load_model(model: str, lora: str | None, device):
+    """The model (:class:`provlib.models.interface.DiffusionModel`), or a clear error."""
     from .models import ModelSourceError
     from .models.interface import open_model
 
     try:
-        loaded = open_model(model, lora=lora, device=device)
+        return open_model(model, lora=lora, device=device)
     except (ModelSourceError, ValueError, OSError) as err:
         _fail(str(err))
-    if loaded.kind != "pixel":
-        _fail(f"{model}: a latent text-to-image pipeline (StableDiffusionPipeline, diffusion on a "
-              f"{'x'.join(map(str, loaded.space_shape))} latent): provlib fit and verdict compute their signals "
-              "on pixel-space models (DDPMPipeline) only, so far")
-    return loaded.unet, loaded.scheduler
+
+
+def _check_prompts(loaded, prompt: str | None) -> None:
+    if prompt is not None and loaded.kind == "pixel":
+        raise click.UsageError("--prompt conditions a text-to-image model; this is a pixel-space model")
 
 
 @contextmanager
@@ -65,24 +75,36 @@ def _alpha_noted():
                    "(the datasets' background) before use", err=True)
 
 
-def _images(source: str, channels: int, size: int) -> torch.Tensor:
-    """Images of a folder, or of a split of a study target (``split:TARGET/SPLIT``, e.g. ``split:fm500/heldout#500``)."""
-    from .data import load_image_folder
+def _images(source: str, loaded, prompt: str | None = None) -> tuple[torch.Tensor, list[str] | None]:
+    """Images of a folder, or of a split of a study target (``split:TARGET/SPLIT``, e.g. ``split:fm500/heldout#500``),
+    and for a text-to-image model their prompts: ``prompt`` for all, else the folder's caption file (a split of a
+    latent target: each image's caption as that target conditions it), else None (the empty prompt)."""
+    from .captions import CaptionError, prompts_for
+    from .data import IMAGE_SUFFIXES, load_image_folder
 
+    channels, size = loaded.image_shape[0], loaded.image_shape[1]
     if source.startswith("split:"):
         from .study import Run, split_images
+        from .study.artifacts import prompts_of
 
         target, _, split = source[len("split:"):].partition("/")
         if split.partition("#")[0].partition("@")[0] not in ("member", "heldout", "external"):
             _fail(f"{source}: a split is member, heldout or external (optionally #N for a seeded subset "
                   f"of N images, @CODEC for a re-encoding), not {split!r}")
         try:   # the study's splits, drawn from seed 0
-            return split_images(Run.from_profile("cpu", seed=0).target(target), split).images
+            t = Run.from_profile("cpu", seed=0).target(target)
+            images = split_images(t, split)
         except ValueError as err:
             _fail(f"{source}: {err}")
+        own = prompts_of(t, split, images) if loaded.kind == "latent" else None
+        return images.images, [prompt] * len(images) if prompt is not None else own
     try:
-        return load_image_folder(source, size=size, channels=channels).images
-    except (FileNotFoundError, ValueError) as err:
+        images = load_image_folder(source, size=size, channels=channels).images
+        if loaded.kind == "pixel":
+            return images, None
+        files = sorted(p for p in Path(source).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return images, prompts_for(files, source, prompt)
+    except (FileNotFoundError, ValueError) as err:   # CaptionError is a ValueError
         _fail(f"{source}: {err}")
 
 
@@ -101,9 +123,16 @@ def _finite_rate(ctx, param, value):
     return value
 
 
+LORA_HELP = ("a LoRA fine-tune applied to the model first: a peft adapter folder, or diffusers' "
+             "pytorch_lora_weights.safetensors (or its folder)")
+PROMPT_HELP = ("text-to-image models: the prompt of every image that has no caption file beside it "
+               "(captions.csv / captions.jsonl; default: the empty prompt)")
+
+
 @main.command()
-@click.option("--model", required=True, help="the model: a diffusers pipeline directory")
-@click.option("--lora", default=None, help="a LoRA adapter (peft format) merged into the model first")
+@click.option("--model", required=True, help="the model: a diffusers pipeline directory (DDPM or Stable Diffusion layout)")
+@click.option("--lora", default=None, help=LORA_HELP)
+@click.option("--prompt", default=None, help=PROMPT_HELP)
 @click.option("--members", required=True, help="its training images: a folder, or split:TARGET/SPLIT")
 @click.option("--reference", required=True, multiple=True,
               help="real images it never trained on (repeatable, each a kind of negative calibrated on its own): "
@@ -127,7 +156,7 @@ def _finite_rate(ctx, param, value):
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="the probe's directory: new, empty, or a probe provlib wrote (replaced)")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
-def fit(model, lora, members, reference, generated, n_generated, sampler_steps, kind, budget, timestep_stride,
+def fit(model, lora, prompt, members, reference, generated, n_generated, sampler_steps, kind, budget, timestep_stride,
         calibration_rows, seed, out, device):
     """Extract signal features and fit the 3-way origin probe (member / generated / external)."""
     import numpy as np
@@ -144,17 +173,28 @@ def fit(model, lora, members, reference, generated, n_generated, sampler_steps, 
         check_out_dir(out)
     except ArtifactError as err:
         raise click.UsageError(f"--out: {err}")
-    unet, scheduler = _load_model(model, lora, device)
-    cfg = unet.config
-    read = lambda src: _images(src, cfg.in_channels, cfg.sample_size)  # noqa: E731
+    loaded = _load_model(model, lora, device)
+    _check_prompts(loaded, prompt)
+    unet, scheduler = loaded.unet, loaded.scheduler
+    latent = loaded if loaded.kind == "latent" else None
     with _alpha_noted():
-        sets = {"member": read(members), "external": {r: read(r) for r in reference}}
+        (sets, prompts) = {}, {}
+        sets["member"], prompts["member"] = _images(members, loaded, prompt)
+        sets["external"] = {}
+        for r in reference:
+            sets["external"][r], prompts[r] = _images(r, loaded, prompt)
         if generated is not None:
-            sets["generated"] = read(generated)
+            sets["generated"], prompts["generated"] = _images(generated, loaded, prompt)
     if generated is None:
         ids = np.arange(n_generated) + origin.GENERATED_IDS   # a stream of ids no other sample of the study uses
-        sets["generated"] = sample(unet, scheduler, n_generated, num_inference_steps=sampler_steps, seed=seed,
-                                   ids=ids, progress=True)
+        if latent is None:
+            sets["generated"] = sample(unet, scheduler, n_generated, num_inference_steps=sampler_steps, seed=seed,
+                                       ids=ids, progress=True)
+        else:   # drawn from the members' prompts, in turn (the empty prompt where they have none)
+            own = prompts["member"] or [""]
+            prompts["generated"] = [own[i % len(own)] for i in range(n_generated)]
+            sets["generated"] = latent.generate(n_generated, prompts=prompts["generated"], method="ddpm",
+                                                num_inference_steps=sampler_steps, seed=seed, ids=ids, progress=True)
     shared = origin.shared_images([("--members", "member", sets["member"]),
                                    *((f"--reference {r}", "external", x) for r, x in sets["external"].items()),
                                    ("--generated", "generated", sets["generated"])])
@@ -165,14 +205,14 @@ def fit(model, lora, members, reference, generated, n_generated, sampler_steps, 
     try:
         if kind == "trajectory":
             probe = origin.fit(unet, scheduler, sets, timesteps=grid, seed=seed, calibration_rows=calibration_rows,
-                               device=device, progress=True)
+                               device=device, progress=True, latent=latent, prompts=prompts)
         else:
             from .study import Run
             from .study.measurements import columns as candidates
             grid_run = Run.from_profile("cpu", timestep_stride=timestep_stride)   # the study's candidate columns
             probe = origin.fit(unet, scheduler, sets, columns=candidates(grid_run),
                                budget=budget or origin.DEFAULT_BUDGET, seed=seed, calibration_rows=calibration_rows,
-                               device=device, progress=True)
+                               device=device, progress=True, latent=latent, prompts=prompts)
         probe.info["command"] = "provlib " + " ".join(sys.argv[1:])
         probe.save(out)
     except ValueError as err:
@@ -204,22 +244,40 @@ def _files(paths: tuple[str, ...]) -> list[Path]:
     return out
 
 
-def _read(path: Path, unet) -> torch.Tensor:
+def _read(path: Path, loaded) -> torch.Tensor:
     """One image as (1, C, H, W), or a ValueError naming what is wrong with it."""
-    from .data import check_fits_model, read_image
+    from .data import read_image
 
     if path.is_dir():
         raise ValueError("folder holds no image files")
     if not path.exists():
         raise ValueError("no such file")
-    x = read_image(path, channels=unet.config.in_channels)[None]
-    check_fits_model(x, unet, what="image")
+    x = read_image(path, channels=loaded.image_shape[0])[None]
+    if tuple(x.shape[1:]) != loaded.image_shape:
+        raise ValueError(f"image of shape {tuple(x.shape[1:])} (C, H, W); the model takes {loaded.image_shape}")
     return x
 
 
+def _prompts(paths: tuple[str, ...], prompt: str | None) -> dict[Path, str]:
+    """The prompt of each image file: from the caption file of the folder given (or of a file's own folder),
+    else ``prompt``, else the empty prompt."""
+    from .captions import caption_file, read_captions
+
+    out = {}
+    for p in map(Path, paths):
+        folder = p if p.is_dir() else p.parent
+        source = caption_file(folder) if p.exists() else None
+        captions = read_captions(source) if source is not None else {}
+        for f in _files((str(p),)):
+            name = f.resolve().relative_to(folder.resolve()).as_posix() if f.exists() else f.name
+            out[f] = captions.get(name, prompt if prompt is not None else "")
+    return out
+
+
 @main.command()
-@click.option("--model", required=True, help="the model: a diffusers pipeline directory")
-@click.option("--lora", default=None, help="a LoRA adapter (peft format) merged into the model first")
+@click.option("--model", required=True, help="the model: a diffusers pipeline directory (DDPM or Stable Diffusion layout)")
+@click.option("--lora", default=None, help=LORA_HELP)
+@click.option("--prompt", default=None, help=PROMPT_HELP)
 @click.option("--probe", "probe_dir", required=True, help="a probe fitted on this model (provlib fit)")
 @click.option("--max-fpr", default=0.01, show_default=True, type=float, callback=_finite_rate,
               help="false-positive rate of the member and generated decisions, certified on every kind of "
@@ -227,32 +285,38 @@ def _read(path: Path, unet) -> torch.Tensor:
 @click.option("--json", "as_json", is_flag=True, help="one JSON document instead of a table")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
 @click.argument("images", nargs=-1, required=True)
-def verdict(model, lora, probe_dir, max_fpr, as_json, device, images):
-    """Where does each IMAGE (file or folder of PNG/JPEG) come from?"""
+def verdict(model, lora, prompt, probe_dir, max_fpr, as_json, device, images):
+    """Where does each IMAGE (file or folder of PNG/JPEG) come from?  A text-to-image model reads each image's
+    caption from a captions.csv / captions.jsonl beside it (else --prompt, else the empty prompt)."""
     try:
         probe = origin.OriginProbe.load(probe_dir)
     except (ValueError, OSError) as err:
         _fail(str(err))
-    unet, scheduler = _load_model(model, lora, device)
+    loaded = _load_model(model, lora, device)
+    _check_prompts(loaded, prompt)
+    unet, scheduler = loaded.unet, loaded.scheduler
+    latent = loaded if loaded.kind == "latent" else None
     try:
-        probe.check_model(unet)
-    except ValueError as err:
+        probe.check_model(unet, latent)
+        prompt_of = _prompts(images, prompt) if latent is not None else {}
+    except ValueError as err:   # a model the probe was not fitted on; an unreadable caption file
         _fail(str(err))
     rows, good, batch = [], [], []
     with _alpha_noted():
         for f in _files(images):
             try:
-                batch.append(_read(f, unet))
+                batch.append(_read(f, loaded))
                 good.append(len(rows))
-                rows.append({"image": str(f)})
+                rows.append({"image": str(f), **({"prompt": prompt_of[f]} if latent is not None else {})})
             except ValueError as err:
                 message = str(err)
                 message = message[len(f"{f}: "):] if message.startswith(f"{f}: ") else message
                 rows.append({"image": str(f), "error": message})
     if batch:
         start = time.perf_counter()
+        prompts = [rows[i]["prompt"] for i in good] if latent is not None else None
         answers = origin.verdicts(probe, unet, scheduler, torch.cat(batch), max_fpr=max_fpr, device=device,
-                                  progress=not as_json and len(batch) > 1)
+                                  progress=not as_json and len(batch) > 1, latent=latent, prompts=prompts)
         per_image = (time.perf_counter() - start) / len(batch)
         for i, a in zip(good, answers):
             rows[i].update(a, seconds=round(per_image, 4))

@@ -17,6 +17,7 @@ from .checks import positive_int
 from .progress import progress_bar
 from .runtime import default_device
 from .seeds import noise_seed
+from .kernels.condition import check_condition, rows, unet_kwargs
 from .models.ddpm import check_labels
 
 SAMPLERS = ("ddpm", "ddim")
@@ -37,18 +38,18 @@ def _scheduler_for(method: str, scheduler, num_inference_steps: int):
 
 @torch.inference_mode()
 def _sample_batch(unet, sched, method: str, ids: Sequence[int], seed: int, shape, device, bar,
-                  labels: torch.Tensor | None = None) -> torch.Tensor:
+                  cond: torch.Tensor | None = None) -> torch.Tensor:
     gens = [torch.Generator().manual_seed(noise_seed(seed, i, -1)) for i in ids]
     x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
-    cond = {} if labels is None else {"class_labels": labels.to(device)}
+    kwargs = unet_kwargs(None if cond is None else cond.to(device))
     for t in sched.timesteps:
         bar.update(len(ids))
-        eps = unet(x, t.to(device), **cond).sample
+        eps = unet(x, t.to(device), **kwargs).sample
         if method == "ddpm":  # a list of CPU generators: diffusers draws each sample's noise from its own
             x = sched.step(eps, t, x, generator=gens).prev_sample
         else:
             x = sched.step(eps, t, x, eta=0.0).prev_sample
-    return x.clamp(-1, 1).cpu()
+    return x.cpu() if cond is not None and cond.is_floating_point() else x.clamp(-1, 1).cpu()
 
 
 def sample_args(n: int, ids, batch_size: int, device):
@@ -63,16 +64,25 @@ def sample_args(n: int, ids, batch_size: int, device):
 
 
 def sample(unet, scheduler, n: int, *, method: str = "ddpm", num_inference_steps: int = 1000, seed: int = 0,
-           ids: Sequence[int] | None = None, batch_size: int = 250, device=None, class_labels=None,
+           ids: Sequence[int] | None = None, batch_size: int = 250, device=None, class_labels=None, cond=None,
            progress: bool = False) -> torch.Tensor:
     """Draw ``n`` images in [-1, 1] (N, C, H, W) from ``unet`` with DDPM (ancestral) or DDIM (eta 0).
 
     Sample ``i`` starts from the noise of its id; a class-conditional model
-    takes ``class_labels`` (one per sample, the "prompt").  The progress bar
-    counts sample-steps (images x denoising steps).
+    takes ``class_labels`` (one per sample, the "prompt"); a text-to-image
+    UNet takes ``cond``, the text encoder's hidden states of each sample's
+    prompt (:meth:`provlib.models.interface.DiffusionModel.condition`), and
+    returns latents (unclamped; :meth:`~provlib.models.interface.DiffusionModel.generate`
+    decodes them).  The progress bar counts sample-steps (images x denoising steps).
     """
     n, ids, batch_size, device = sample_args(n, ids, batch_size, device)
-    labels = check_labels(class_labels, n, getattr(unet.config, "num_class_embeds", None) or 0)
+    if cond is not None and class_labels is not None:
+        raise ValueError("give class_labels or cond, not both")
+    if getattr(unet.config, "cross_attention_dim", None) and cond is None:
+        raise ValueError("a text-to-image UNet samples under a condition: pass cond (the empty prompt's for "
+                         "unconditional samples)")
+    labels = check_condition(cond, n) if cond is not None else \
+        check_labels(class_labels, n, getattr(unet.config, "num_class_embeds", None) or 0)
     unet.to(device).eval()
     sched = _scheduler_for(method, scheduler, num_inference_steps)
     cfg = unet.config
@@ -80,6 +90,6 @@ def sample(unet, scheduler, n: int, *, method: str = "ddpm", num_inference_steps
     with progress_bar(desc=f"{method} sampling ({num_inference_steps} steps)", total=n * len(sched.timesteps),
                       enabled=progress, unit="img-step") as bar:
         out = [_sample_batch(unet, sched, method, ids[s:s + batch_size], seed, shape, device, bar,
-                             None if labels is None else labels[s:s + batch_size])
+                             rows(labels, torch.arange(s, min(s + batch_size, n))))
                for s in range(0, n, batch_size)]
     return torch.cat(out)

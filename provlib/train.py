@@ -25,17 +25,17 @@ from .study.targets import TARGETS, get_target
 
 def train_target(name: str, *, seed: int = 0, retrain: bool = False, embed: bool = False) -> None:
     """Train (or reuse) target ``name``; with ``embed``, ship it."""
-    shipped = targets.embedded_model_dir(name)
+    config = get_target(name)
+    shipped = targets.embedded_model_dir(config.model_name)
     if not retrain and targets.shipped_matches(name, seed):
         print(f"the shipped model {shipped} already matches target {name!r}: nothing to train"
               + (" or embed (use --retrain to replace it)" if embed else ""))
         return
-    config = get_target(name)
     manifest = targets.target_manifest(config, seed)
     model_dir = targets.trained_model_dir(config, manifest, retrain=retrain)
     print(f"trained model: {model_dir}")
     if embed:
-        targets.embed_model(model_dir, name)
+        targets.embed_model(model_dir, config.model_name)
         print(f"embedded model written to {shipped}")
 
 

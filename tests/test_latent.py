@@ -146,7 +146,9 @@ def test_a_lora_in_diffusers_format_and_as_a_peft_folder_gives_diffusers_eps(pip
     assert torch.allclose(got, want, atol=1e-5)
 
 
-def test_the_command_line_names_a_latent_pipeline_instead_of_calling_it_corrupt(pipeline_dir, tmp_path):
+def test_the_command_line_reads_a_latent_pipeline_instead_of_calling_it_corrupt(pipeline_dir, tmp_path):
+    """The model loads; what stops this call is the empty image folder, named (the whole fit on a latent model is
+    tests/test_latent_cli.py)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -156,7 +158,7 @@ def test_the_command_line_names_a_latent_pipeline_instead_of_calling_it_corrupt(
                           "--reference", str(tmp_path), "--out", str(tmp_path / "probe")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr
-    assert "latent text-to-image pipeline (StableDiffusionPipeline" in out.stderr and "4x8x8 latent" in out.stderr
+    assert f"{tmp_path}: no image files" in out.stderr
     assert "corrupt" not in out.stderr and "Traceback" not in out.stderr
 
 
@@ -263,3 +265,34 @@ def test_gsa1_image_gradients_on_a_latent_model_follow_each_images_caption(model
     torch.testing.assert_close(second[0], both[1], rtol=1e-4, atol=1e-10)
     empty = image_layer_grad_norms(model.unet, model.scheduler, z0, [10, 300], cond=model.condition(n=2))
     assert both.shape == empty.shape and not torch.allclose(both, empty)
+
+
+def test_the_sampler_under_a_text_condition_is_diffusers_own_ddim_sampling(pipeline_dir, model):
+    """provlib's DDIM sampler with each sample's prompt and seeded noise = StableDiffusionPipeline from the same
+    initial latents (guidance scale 1: one conditional prediction), decoded by the same VAE; and a sample does
+    not depend on the batch it is drawn in."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from provlib.sampling import sample
+    from provlib.seeds import noise_seed
+
+    prompts = [caption(7), caption(2), ""]
+    cond = model.condition(prompts)
+    got = sample(model.unet, model.scheduler, 3, method="ddim", num_inference_steps=5, seed=3, ids=[4, 5, 6],
+                 cond=cond, batch_size=2)
+    alone = sample(model.unet, model.scheduler, 1, method="ddim", num_inference_steps=5, seed=3, ids=[5],
+                   cond=cond[1:2])
+    torch.testing.assert_close(alone[0], got[1], atol=1e-5, rtol=0)
+    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    for i, (p, sid) in enumerate(zip(prompts, [4, 5, 6])):
+        x_T = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(noise_seed(3, sid, -1)))
+        want = pipe(p, num_inference_steps=5, guidance_scale=1.0, latents=x_T, output_type="latent").images
+        torch.testing.assert_close(got[i:i + 1], want, atol=1e-4, rtol=1e-4)
+    images = model.generate(3, prompts=prompts, method="ddim", num_inference_steps=5, seed=3, ids=[4, 5, 6])
+    with torch.no_grad():
+        decoded = model.vae.decode(got / model.vae.config.scaling_factor).sample.clamp(-1, 1)
+    torch.testing.assert_close(images, decoded, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="samples under a condition"):
+        sample(model.unet, model.scheduler, 2, num_inference_steps=2)

@@ -119,6 +119,10 @@ def test_every_target_draws_disjoint_splits_and_evaluates_a_subset_of_its_member
         assert len(sets["member"]) == config.members_evaluated
         assert set(sets["member"].ids) <= set(m.indices["member"].tolist())
         assert len(sets["heldout"]) == config.n_heldout and len(sets["external"]) == config.n_external
+        if config.kind == "latent":   # its VAE's images are in no split the study evaluates
+            vae = set(m.indices["autoencoder"].tolist())
+            assert len(vae) == config.n_autoencoder and "autoencoder" not in sets
+            assert not vae & (set(m.indices["member"].tolist()) | set(m.indices["heldout"].tolist()))
 
 
 def test_members_of_the_three_fashion_targets_are_nested():
@@ -132,8 +136,9 @@ def test_members_of_the_three_fashion_targets_are_nested():
 def test_every_target_ships_a_model_trained_with_its_configuration(name):
     """No study run ever trains a target: each shipped model matches its recorded configuration and splits."""
     assert study.shipped_matches(name)
-    recorded = json.loads((targets.embedded_model_dir(name) / "provlib.json").read_text())
-    assert recorded["command"] == f"python -m provlib.train --target {name} --retrain --embed"
+    model = TARGETS[name].model_name   # two targets may evaluate one model (a latent model's two conditionings)
+    recorded = json.loads((targets.embedded_model_dir(model) / "provlib.json").read_text())
+    assert recorded["command"] == f"python -m provlib.train --target {model} --retrain --embed"
 
 
 def test_the_digits_dataset_is_the_8x8_uci_set_upsampled():
@@ -157,3 +162,32 @@ def test_the_origin_studys_measurements_show_their_progress_under_the_batch_driv
     measurements.measured(target, "trajectory", "external#4@jpeg75")
     progress._relay.pop(str(relay)).close()
     assert "features" in relay.read_text() and "jpeg75" in relay.read_text()
+
+
+def test_a_latent_target_is_measured_on_its_latents_under_each_images_caption_or_the_empty_prompt(cache):
+    """tiny-sd and tiny-sd-empty share one model; the first conditions each image on its class caption (a
+    generated image on the caption it was drawn from), the second on the empty prompt.  Their measurements are
+    cached apart and differ; each equals the kernel on the model's x0 of the images under that condition."""
+    from provlib.kernels.trajectory import trajectory_features
+    from provlib.models.latent import dataset_captions
+    from provlib.study.artifacts import generated, prompts_of
+
+    run = Run.from_profile("tiny", latent_targets=["tiny-sd", "tiny-sd-empty"], n_generated=20, sampler_steps=5)
+    cap, empty = run.target("tiny-sd"), run.target("tiny-sd-empty")
+    assert cap.fingerprint == empty.fingerprint and cap.config.space_shape == (4, 8, 8)
+    member = study.split_images(cap, "member#4")
+    assert prompts_of(cap, "member#4", member) == dataset_captions("fashion_mnist", member.labels)
+    assert prompts_of(empty, "member#4", member) == [""] * 4
+    gen = generated(cap, progress=False)
+    assert list(gen.labels[:12]) == [*range(10), 0, 1]
+    assert prompts_of(cap, "generated", gen)[:2] == ["a photo of a t-shirt", "a photo of a trouser"]
+    ext = study.split_images(cap, "external#2")
+    assert prompts_of(cap, "external#2", ext)[0].startswith("a photo of a digit ")
+    got = {t.name: study.features(t, "member#4", progress=False)["loss"] for t in (cap, empty)}
+    assert not torch.allclose(got["tiny-sd"], got["tiny-sd-empty"])
+    m = cap.open()
+    want = trajectory_features(m.unet, m.scheduler, m.to_space(member.images), run.grid, seed=cap.noise_seed("member"),
+                               ids=member.ids, features=("loss",), cond=m.condition(prompts_of(cap, "member#4", member)))
+    torch.testing.assert_close(got["tiny-sd"], want["loss"], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="latent_targets .* unknown"):
+        Run.from_profile("tiny", latent_targets=["tiny"])

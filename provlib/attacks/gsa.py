@@ -26,14 +26,15 @@ VARIANTS = (1, 2)
 
 def gsa_features(unet, scheduler, images: torch.Tensor, timesteps: Sequence[int] = TIMESTEPS, *, variant: int,
                  seed: int = 0, ids: Sequence[int] | None = None, batch_size: int | None = None,
-                 device=None) -> torch.Tensor:
-    """(N, n_layers) per-layer squared gradient norms: GSA_1 (``variant=1``) or GSA_2 (``variant=2``)."""
+                 device=None, cond=None) -> torch.Tensor:
+    """(N, n_layers) per-layer squared gradient norms: GSA_1 (``variant=1``) or GSA_2 (``variant=2``); ``cond``
+    conditions the model (one row per image)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be 1 or 2 (GSA_1, GSA_2), got {variant!r}")
     if variant == 1:
-        return image_layer_grad_norms(unet, scheduler, images, timesteps, seed=seed, ids=ids, device=device)
+        return image_layer_grad_norms(unet, scheduler, images, timesteps, seed=seed, ids=ids, device=device, cond=cond)
     per_t = trajectory_features(unet, scheduler, images, timesteps, seed=seed, ids=ids, features=[LAYERS],
-                                batch_size=batch_size or 64, device=device)[LAYERS]
+                                batch_size=batch_size or 64, device=device, cond=cond)[LAYERS]
     return per_t.mean(1)
 
 

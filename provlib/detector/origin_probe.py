@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..captions import conditioning
 from ..data import check_fits_model, reencode, to_uint8
 from ..io import ArtifactError
 from ..kernels.trajectory import FEATURES
@@ -69,15 +70,29 @@ def content_ids(images: torch.Tensor) -> np.ndarray:
 
 
 def origin_features(unet, scheduler, images: torch.Tensor, columns, *, seed: int = 0, device=None,
-                    progress: bool = False) -> tuple[np.ndarray, float]:
+                    progress: bool = False, latent=None, prompts=None) -> tuple[np.ndarray, float]:
     """(log-feature matrix (N, len(columns)), seconds per image) of 8-bit-encoded images; ``columns`` are
-    ``(family, t)`` pairs (:mod:`provlib.detector.columns`), the noise of each image seeded by its content."""
-    check_fits_model(images, unet)
+    ``(family, t)`` pairs (:mod:`provlib.detector.columns`), the noise of each image seeded by its content.
+
+    A latent text-to-image model (``latent``, a :class:`provlib.models.interface.DiffusionModel` whose UNet is
+    ``unet``) computes them on x0 = its ``to_space`` of the images, each conditioned on its prompt
+    (``prompts``, one per image; None: the empty prompt)."""
     x = reencode(images, DEFAULT_CODEC)
     start = time.perf_counter()
-    raw = values(unet, scheduler, x, columns, seed=seed, ids=content_ids(x), device=device, progress=progress)
+    if latent is None:
+        check_fits_model(images, unet)
+        x0, cond = x, None
+    else:
+        x0, cond = latent.to_space(x), latent.condition(prompts, n=len(x))
+    raw = values(unet, scheduler, x0, columns, seed=seed, ids=content_ids(x), device=device, progress=progress,
+                 cond=cond)
     seconds = (time.perf_counter() - start) / max(1, len(images))
     return log_features(raw), seconds
+
+
+def fingerprint_of(unet, latent=None) -> str:
+    """The fingerprint a probe is tied to: the UNet's, or a latent model's (UNet, VAE and text encoder)."""
+    return model_fingerprint(unet) if latent is None else latent.fingerprint
 
 
 @dataclass
@@ -143,9 +158,9 @@ class OriginProbe:
         """The smallest false-positive rate the ``cls`` decision can certify (its smallest kind of negative)."""
         return max(upper_bound(0, len(v)) for v in self.negatives(cls).values())
 
-    def check_model(self, unet) -> None:
-        """Refuse a model other than the one the probe was fitted on."""
-        got = model_fingerprint(unet)
+    def check_model(self, unet, latent=None) -> None:
+        """Refuse a model other than the one the probe was fitted on (a latent model: ``latent``)."""
+        got = fingerprint_of(unet, latent)
         if got != self.fingerprint:
             raise ValueError(f"the probe was fitted on the model with fingerprint {self.fingerprint}, "
                              f"this model's is {got}: fit a probe on this model (provlib fit)")
@@ -224,7 +239,7 @@ def shared_images(kinds: list[tuple[str, str, torch.Tensor]]) -> list[tuple[str,
 
 def fit(unet, scheduler, sets: dict, *, columns=None, timesteps=None, budget: int | None = None,
         seed: int = 0, calibration_rows: int = DEFAULT_CALIBRATION_ROWS, device=None,
-        progress: bool = False) -> OriginProbe:
+        progress: bool = False, latent=None, prompts: dict | None = None) -> OriginProbe:
     """Fit the 3-way origin probe on ``sets`` = {"member", "generated", "external": images}; a class may map
     kinds to images instead (``"external": {"heldout": x, "mnist": y}``), each kind calibrated on its own.
 
@@ -235,7 +250,9 @@ def fit(unet, scheduler, sets: dict, *, columns=None, timesteps=None, budget: in
     so a verdict costs at most ``budget`` passes per image.  Of each kind, a seeded ``calibration_rows``
     images (fewer where the kind keeps fewer than ``MIN_TRAIN_ROWS`` for training) are held back: the probe
     never trains on them (nor does the selection); they certify the verdict's decisions (300 per kind
-    certify 1%).  Two kinds that share images are refused.
+    certify 1%).  Two kinds that share images are refused.  A latent model (``latent``) conditions each kind's
+    images on ``prompts[kind]`` (one per image; a kind missing or None: the empty prompt); the probe records
+    which conditioning each kind used.
     """
     kinds = _kinds(sets)
     if isinstance(calibration_rows, bool) or int(calibration_rows) != calibration_rows or calibration_rows < 1:
@@ -251,7 +268,8 @@ def fit(unet, scheduler, sets: dict, *, columns=None, timesteps=None, budget: in
                          + " (identical 8-bit pixels); a probe cannot learn, nor calibrate, what tells them apart")
     X, y, k_of, ids, secs = [], [], [], [], []
     for k, (name, cls, images) in enumerate(kinds):
-        f, s = origin_features(unet, scheduler, images, columns, seed=seed, device=device, progress=progress)
+        f, s = origin_features(unet, scheduler, images, columns, seed=seed, device=device, progress=progress,
+                               latent=latent, prompts=(prompts or {}).get(name))
         X.append(f); y.append(np.full(len(f), CLASSES.index(cls))); k_of.append(np.full(len(f), k))
         secs.append(s * len(f)); ids.append(content_ids(reencode(images, DEFAULT_CODEC)))
     X, y, k_of, ids = np.concatenate(X), np.concatenate(y), np.concatenate(k_of), np.concatenate(ids)
@@ -273,26 +291,28 @@ def fit(unet, scheduler, sets: dict, *, columns=None, timesteps=None, budget: in
         X = X[:, list(sel.columns)]
     state = LinearProbe(seed=seed).fit(X[~calib], y[~calib]).export()
     out = OriginProbe(state["mean"], state["scale"], state["coef"], state["intercept"], X[calib], k_of[calib],
-                      ids[calib], [(n, c) for n, c, _ in kinds], columns, int(seed), model_fingerprint(unet))
+                      ids[calib], [(n, c) for n, c, _ in kinds], columns, int(seed), fingerprint_of(unet, latent))
     P = out.calib_probs
     out.info = {"rows": {n: int((k_of == k).sum()) for k, (n, _, _) in enumerate(kinds)},
                 "calibration_rows": {n: int((k_of[calib] == k).sum()) for k, (n, _, _) in enumerate(kinds)},
                 "calibration_macro_auc": macro_auc(out.calib_labels, P),
                 "calibration_balanced_accuracy": multiclass_balanced_accuracy(out.calib_labels, P.argmax(1)),
                 "certifiable_fpr": {c: out.certifiable(c) for c in ("member", "generated")},
-                "fit_seconds_per_image": float(sum(secs) / len(y)), **info}
+                "fit_seconds_per_image": float(sum(secs) / len(y)), "model_kind": "pixel" if latent is None else "latent",
+                "conditioning": {n: conditioning((prompts or {}).get(n)) for n, _, _ in kinds}, **info}
     out.check_consistent()
     return out
 
 
 def verdicts(probe: OriginProbe, unet, scheduler, images: torch.Tensor, *, max_fpr: float = 0.01,
-             device=None, progress: bool = False) -> list[dict]:
+             device=None, progress: bool = False, latent=None, prompts=None) -> list[dict]:
     """Per image: the verdict (most probable class), the three probabilities, and the decisions
     "member" and "generated" at FPR <= ``max_fpr``, certified on every kind of calibration negative
-    (``None`` where the decision is refused: :meth:`OriginProbe.decision`)."""
-    probe.check_model(unet)
+    (``None`` where the decision is refused: :meth:`OriginProbe.decision`).  A latent model (``latent``)
+    conditions image i on ``prompts[i]`` (None: the empty prompt)."""
+    probe.check_model(unet, latent)
     X, seconds = origin_features(unet, scheduler, images, probe.columns, seed=probe.seed, device=device,
-                                 progress=progress)
+                                 progress=progress, latent=latent, prompts=prompts)
     P = probe.probabilities(X)
     decisions = {c: probe.decision(c, max_fpr) for c in ("member", "generated")}
     out = []

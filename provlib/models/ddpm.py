@@ -204,7 +204,9 @@ def model_fingerprint(unet: torch.nn.Module) -> str:
     another's features.
     """
     h = hashlib.sha256()
-    config = {k: v for k, v in dict(getattr(unet, "config", {})).items() if not k.startswith("_")}
+    config = getattr(unet, "config", {})
+    config = config if isinstance(config, dict) else config.to_dict()   # a transformers model's config
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, t in sorted(unet.state_dict().items()):
         h.update(name.encode())

@@ -107,6 +107,28 @@ class DiffusionModel:
         embeds, _ = self.pipeline.encode_prompt(list(prompts), device, 1, False)
         return embeds
 
+    @torch.no_grad()
+    def from_space(self, x0: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Images in [-1, 1] of diffusion variables ``x0``: themselves, or the VAE's decoding of the unscaled
+        latents."""
+        if self.kind == "pixel":
+            return x0.clamp(-1, 1)
+        vae = self.vae
+        p = next(vae.parameters())
+        out = [vae.decode(b.to(p.device, p.dtype) / vae.config.scaling_factor).sample.cpu()
+               for b in x0.split(batch_size)]
+        return torch.cat(out).clamp(-1, 1)
+
+    def generate(self, n: int, *, prompts: Sequence[str] | None = None, labels=None, **sample_kwargs) -> torch.Tensor:
+        """``n`` images in [-1, 1] drawn by :func:`provlib.sampling.sample` (per-sample seeded noise) under each
+        sample's prompt (a latent model; None: the empty prompt) or class label, decoded to images."""
+        from ..sampling import sample
+
+        if self.kind == "pixel":
+            return sample(self.unet, self.scheduler, n, class_labels=labels, **sample_kwargs)
+        cond = self.condition(prompts, labels, n=n)
+        return self.from_space(sample(self.unet, self.scheduler, n, cond=cond, **sample_kwargs))
+
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """eps_theta(x_t, t, cond)."""
         if self.kind == "latent" and cond is None:
@@ -157,7 +179,8 @@ def _open_latent(directory: Path, lora, device) -> DiffusionModel:
         if not (directory / part).is_dir():
             raise ModelSourceError(f"{directory}: a StableDiffusionPipeline without its {part}/ folder")
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(directory, safety_checker=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline.from_pretrained(directory, safety_checker=None, requires_safety_checker=False,
+                                                       dtype=torch.float32)
     except Exception as err:
         raise ModelSourceError(f"{directory}: unreadable StableDiffusionPipeline ({type(err).__name__}: {err})") from err
     pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)

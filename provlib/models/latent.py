@@ -38,6 +38,10 @@ from .other import VAEConfig, build_vae
 # Fashion-MNIST's classes, as a caption names them ("a photo of a sneaker")
 FASHION_MNIST_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                          "ankle boot")
+DIGIT_CLASSES = tuple(f"digit {d}" for d in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                                              "nine"))
+# the class names of each embedded dataset, as its captions name them
+CLASS_NAMES = {"fashion_mnist": FASHION_MNIST_CLASSES, "mnist": DIGIT_CLASSES, "digits": DIGIT_CLASSES}
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 
 
@@ -45,6 +49,13 @@ def caption(label: int, classes: Sequence[str] = FASHION_MNIST_CLASSES) -> str:
     """The caption of an image of class ``label``: ``"a photo of a sneaker"`` (``an`` before a vowel)."""
     name = classes[int(label)]
     return f"a photo of {'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def dataset_captions(dataset: str, labels) -> list[str]:
+    """The caption of each image of an embedded ``dataset`` from its class ``labels``."""
+    if dataset not in CLASS_NAMES:
+        raise ValueError(f"no class names for dataset {dataset!r}; known: {sorted(CLASS_NAMES)}")
+    return [caption(int(k), CLASS_NAMES[dataset]) for k in labels]
 
 
 @dataclass(frozen=True)
@@ -153,15 +164,17 @@ def fit_scaling_factor(vae, images: torch.Tensor, batch_size: int = 256) -> floa
 
 
 def train_latent(images: torch.Tensor, prompts: Sequence[str], vae_images: torch.Tensor, cfg: LatentTrainConfig,
-                 *, progress: bool = True) -> tuple:
+                 *, vocabulary: Sequence[str] = (), progress: bool = True) -> tuple:
     """Train a latent text-to-image model: its VAE on ``vae_images``, then its UNet on ``images`` (in [-1, 1])
     conditioned on their ``prompts`` (one each; a share ``caption_dropout`` of each batch on the empty
-    prompt).  Returns the pipeline (EMA UNet, on the CPU) and ``{"vae": [...], "unet": [...]}`` loss histories."""
+    prompt).  The tokenizer learns its vocabulary from the prompts and ``vocabulary`` (other captions the model
+    will read).  Returns the pipeline (EMA UNet, on the CPU) and ``{"vae": [...], "unet": [...]}`` loss
+    histories."""
     from .other import train_vae
 
     if len(prompts) != len(images):
         raise ValueError(f"one prompt per training image: {len(images)} images, {len(prompts)} prompts")
-    pipe = build_pipeline(cfg.model, sorted(set(prompts)))
+    pipe = build_pipeline(cfg.model, sorted(set(prompts) | set(vocabulary)))
     vae, vae_history = train_vae(vae_images, cfg.model.vae, progress=progress)
     vae.register_to_config(scaling_factor=fit_scaling_factor(vae, vae_images))
     pipe.register_modules(vae=vae)
@@ -214,5 +227,19 @@ def _train_unet(unet, scheduler, z0, embeds, index, cfg: LatentTrainConfig, prog
     return history
 
 
-__all__ = ["FASHION_MNIST_CLASSES", "LatentConfig", "LatentTrainConfig", "build_pipeline", "caption",
-           "fit_scaling_factor", "train_latent", "train_tokenizer"]
+def save_pipeline(pipe, directory: str | Path, info: dict | None = None) -> Path:
+    """Write a latent pipeline in the Stable Diffusion layout with half-precision weights (what is shipped is
+    what every study reads: :func:`provlib.models.interface.open_model` computes in float32 from them), plus
+    ``provlib.json`` (how it was made)."""
+    from ..io import atomic_write_text
+
+    directory = Path(directory)
+    pipe.to(torch.float16).save_pretrained(directory, safe_serialization=True)
+    pipe.to(torch.float32)
+    if info is not None:
+        atomic_write_text(directory / "provlib.json", json.dumps(info, indent=1, default=str))
+    return directory
+
+
+__all__ = ["CLASS_NAMES", "FASHION_MNIST_CLASSES", "LatentConfig", "LatentTrainConfig", "build_pipeline", "caption",
+           "dataset_captions", "fit_scaling_factor", "save_pipeline", "train_latent", "train_tokenizer"]

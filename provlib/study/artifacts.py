@@ -16,11 +16,13 @@ kernel recomputes only what depends on it.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .. import sampling
+from ..models import interface, latent
 from ..checks import positive_int
 from ..data import ImageSet, reencode
 from ..io import cache_path, cached, cached_meta, code_version, tensor_sha256
@@ -36,24 +38,36 @@ from .run import Target, parse_split, subset_positions
 # ----------------------------------------------------------------------------- image sets
 
 def generated_config(target: Target) -> dict:
-    """What a generated set depends on: the model's weights, the sampler's code, its settings."""
+    """What a generated set depends on: the model's weights, the sampler's code, its settings (and for a
+    text-to-image model its prompts: sample i under the caption of class i mod 10)."""
     run = target.run
-    return {"model": target.fingerprint, "code": code_version(sampling, trajectory), "method": "ddpm",
-            "steps": run.sampler_steps, "n": run.n_generated, "seed": run.seed}
+    cfg = {"model": target.fingerprint, "code": code_version(sampling, trajectory), "method": "ddpm",
+           "steps": run.sampler_steps, "n": run.n_generated, "seed": run.seed}
+    if target.config.kind == "latent":
+        cfg |= {"prompts": f"class captions of {target.config.dataset}, class = id mod {GENERATED_CLASSES}",
+                "code": code_version(sampling, trajectory, latent, interface)}
+    return cfg
+
+
+GENERATED_CLASSES = 10   # a text-to-image target's samples cycle through the captions of its dataset's classes
 
 
 def generated(target: Target, *, progress: bool = True) -> ImageSet:
-    """The target model's own DDPM samples (cached)."""
+    """The target model's own DDPM samples (cached); a text-to-image model's carry the class of their prompt as
+    their label."""
     cfg = generated_config(target)
     size = target.config.image_size
+    ids = np.arange(cfg["n"])
+    labels = ids % GENERATED_CLASSES if target.config.kind == "latent" else None
 
     def draw():
-        unet, scheduler = target.load()
-        return {"images": sample(unet, scheduler, cfg["n"], method="ddpm", num_inference_steps=cfg["steps"],
-                                 seed=stream_seed(target.run.seed, "generated"), progress=progress)}
+        model = target.open()
+        prompts = None if labels is None else latent.dataset_captions(target.config.dataset, labels)
+        return {"images": model.generate(cfg["n"], prompts=prompts, method="ddpm", num_inference_steps=cfg["steps"],
+                                         seed=stream_seed(target.run.seed, "generated"), progress=progress)}
 
     images = cached("samples", cfg, draw, expect={"images": (cfg["n"], 1, size, size)})["images"]
-    return ImageSet("generated", images, np.arange(len(images)))
+    return ImageSet("generated", images, ids, labels)
 
 
 def all_sets(target: Target, *, progress: bool = True) -> dict[str, ImageSet]:
@@ -77,6 +91,41 @@ def split_images(target: Target, split: str, *, progress: bool = True) -> ImageS
     if codec == "none":
         return images
     return ImageSet(split, reencode(images.images, codec), images.ids, images.labels)
+
+
+# ----------------------------------------------------------------------------- what a kernel takes
+
+@dataclass(frozen=True)
+class Part:
+    """A chunk of a split as the kernels take it: ``images`` is x0 (the images of a pixel model, the latents of a
+    latent model: :meth:`provlib.models.interface.DiffusionModel.to_space`), ``cond`` the condition of each (None
+    for an unconditional pixel model)."""
+
+    images: torch.Tensor
+    ids: np.ndarray
+    cond: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def prompts_of(target: Target, split: str, images: ImageSet) -> list[str] | None:
+    """The prompt of each image of a split, as the target conditions on it: its class caption (``prompt="caption"``;
+    a generated image's is the caption it was drawn with), the empty prompt (``"empty"``), or None (a pixel
+    target)."""
+    if target.config.kind != "latent":
+        return None
+    if target.config.prompt == "empty":
+        return [""] * len(images)
+    source = target.source_of(split)
+    return latent.dataset_captions(target.config.dataset if source.startswith("generated") else source, images.labels)
+
+
+def in_space(target: Target, split: str, images: ImageSet, model: interface.DiffusionModel) -> Part:
+    """``images`` (of ``split``) as the kernels of ``model`` take them."""
+    prompts = prompts_of(target, split, images)
+    cond = None if prompts is None else model.condition(prompts)
+    return Part(model.to_space(images.images), images.ids, cond)
 
 
 # ----------------------------------------------------------------------------- features
@@ -103,7 +152,7 @@ def features(target: Target, split: str, *, chunk: int = 250,
 
     def compute(model, part, callback):
         return trajectory_features(*model, part.images, grid, seed=seed, ids=part.ids, device=device,
-                                   features=names, callback=callback)
+                                   features=names, callback=callback, cond=part.cond)
 
     shapes = {**{f: (len(grid),) for f in FEATURES}, LAYERS: (len(grid), None)}
     out = chunked(target, split, "features", {"grid": grid.tolist(), "features": names},
@@ -121,7 +170,7 @@ def chunked(target: Target, split: str, kind: str, settings: dict, code: str, co
     """A per-image measurement of one split, computed in cached chunks: {name: (N, *shape)}.
 
     ``compute(model, part, callback)`` returns ``{name: tensor}`` for the
-    :class:`ImageSet` ``part`` (``model`` is the target's ``(unet, scheduler)``,
+    :class:`Part` ``part`` (its x0, ids and condition; ``model`` is the target's ``(unet, scheduler)``,
     loaded on the first chunk missing from the cache; ``callback(n)`` advances
     the progress bar by ``n`` of the ``rows_per_image`` rows of each image).
     Each chunk is cached under (kind, model weights, ``code``, ``settings``,
@@ -133,6 +182,8 @@ def chunked(target: Target, split: str, kind: str, settings: dict, code: str, co
     images = split_images(target, split, progress=progress)
     base = {"model": target.fingerprint, "code": code, "source": target.source_of(split),
             "seed": target.run.seed, **settings}
+    if target.config.kind == "latent":
+        base["condition"] = target.config.prompt
     starts = list(range(0, len(images), chunk))
     mine = starts if shard is None else starts[shard[0]::shard[1]]
     parts = [images.subset(np.arange(s, min(s + chunk, len(images)))) for s in mine]
@@ -146,8 +197,9 @@ def chunked(target: Target, split: str, kind: str, settings: dict, code: str, co
         for part, key in zip(parts, keys):
             def run(part=part):
                 if not model:
-                    model.extend(target.load())
-                got = compute(model, part, bar.update)
+                    model.append(target.open())
+                got = compute([model[0].unet, model[0].scheduler], in_space(target, split, part, model[0]),
+                              bar.update)
                 if rows_per_image == 1:
                     bar.update(len(part))
                 return {**got, "ids": torch.as_tensor(part.ids)}

@@ -215,8 +215,9 @@ def _cached(kind: str, target: Target, extra: dict, compute):
     origin study reads, and the code's version."""
     run = target.run
     key = {"model": target.fingerprint, "target": target.name, **extra,
-           "params": {k: getattr(run, k) for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride",
-                                                   "n_generated", "sampler_steps", "open_world", "n_open_world")},
+           "params": {k: v for k, v in run.values().items()   # those the run was given (3-way reads no open world)
+                      if k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride", "n_generated",
+                               "sampler_steps", "open_world", "n_open_world")},
            "code": code_version(sys.modules[__name__], G, M, origin, generators, selection, probe, metrics,
                                 attacks.sima, attacks.pia, attacks.secmi, classifiers, ddim, trajectory, persample,
                                 artifacts)}

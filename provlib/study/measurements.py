@@ -103,25 +103,27 @@ def _peer_measurement(target: Target, method: str, split: str):
     if method in ("pia", "pian"):
         ts = BASELINE_TIMESTEPS[method]
         compute = lambda model, part, cb: {"values": pia.pia_distance(*model, part.images, list(ts),  # noqa: E731
-                                                                      normalized=method == "pian")}
+                                                                      normalized=method == "pian", cond=part.cond)}
         return ts, compute, {"values": (len(ts),)}, code_version(pia)
     if method == "sima":
         ts = BASELINE_TIMESTEPS["sima"]
 
         def compute(model, part, cb):   # l4 (SimA's score) and l2 from the same forward passes
-            norms = sima.sima_norms(*model, part.images, list(ts), powers=(4, 2))
+            norms = sima.sima_norms(*model, part.images, list(ts), powers=(4, 2), cond=part.cond)
             return {"values": norms[4], "l2": norms[2]}
         return ts, compute, {"values": (len(ts),), "l2": (len(ts),)}, code_version(sima)
     if method == "secmi":
-        ts, size = BASELINE_TIMESTEPS["secmi"], target.config.image_size
+        ts = BASELINE_TIMESTEPS["secmi"]
 
         def compute(model, part, cb):
-            errors, maps = secmi.secmi_t_error(*model, part.images, list(ts), SECMI_K, return_residuals=True)
+            errors, maps = secmi.secmi_t_error(*model, part.images, list(ts), SECMI_K, return_residuals=True,
+                                               cond=part.cond)
             return {"values": errors, "residuals": maps}
-        return ts, compute, {"values": (len(ts),), "residuals": (len(ts), 1, size, size)}, code_version(secmi, ddim)
+        return ts, compute, {"values": (len(ts),), "residuals": (len(ts), *target.config.space_shape)}, \
+            code_version(secmi, ddim)
     ts, seed = gsa_timesteps(target.run), target.noise_seed(split)   # gsa1
     compute = lambda model, part, cb: {"values": gsa.gsa_features(*model, part.images, ts, variant=1,  # noqa: E731
-                                                                  seed=seed, ids=part.ids)}
+                                                                  seed=seed, ids=part.ids, cond=part.cond)}
     return ts, compute, {"values": (None,)}, code_version(gsa, trajectory, persample)
 
 

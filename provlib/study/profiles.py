@@ -18,6 +18,7 @@ PROFILES: dict[str, dict] = {
         "profile": "tiny",
         "seed": 0,
         "targets": ["tiny"],    # target models (provlib.study.targets); the first is the primary one
+        "latent_targets": ["tiny-sd", "tiny-sd-empty"],  # latent text-to-image targets: captions known, empty prompt
         "n_generated": 100,     # the target model's own samples
         "open_world": ["tiny-ddim", "tiny-finetune", "tiny-seed1", "tiny-vae"],  # unseen generators (study.generators)
         "n_open_world": 100,    # samples of each unseen generator
@@ -39,6 +40,7 @@ PROFILES: dict[str, dict] = {
         "profile": "cpu",
         "seed": 0,
         "targets": ["fm500", "fm1000"],   # fm2000 (every attack at chance) too: -p targets [...]; +9 minutes
+        "latent_targets": ["sd1000", "sd1000-empty"],
         "n_generated": 500,
         "open_world": ["fm500-ddim50", "fm500-finetune", "fm-seed1", "fm-attn", "fm-vae"],
         "n_open_world": 200,
@@ -77,7 +79,7 @@ RULES: dict[str, tuple] = {
 }
 
 
-SEQUENCES = ("targets", "sedid_targets", "attribution_sources", "open_world", "probes")   # lists of names
+SEQUENCES = ("targets", "latent_targets", "sedid_targets", "attribution_sources", "open_world", "probes")   # lists of names
 
 
 def check_parameter(name: str, value):
@@ -88,12 +90,13 @@ def check_parameter(name: str, value):
         if value not in PROFILES:
             raise ValueError(f"unknown profile {value!r}; choose from {sorted(PROFILES)}")
         return value
-    if name in ("targets", "sedid_targets"):
+    if name in ("targets", "sedid_targets", "latent_targets"):
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
             raise ValueError(f"parameter {name} must be a non-empty list of target names, got {value!r}")
-        unknown = [v for v in value if v not in TARGETS]
+        known = sorted(n for n, t in TARGETS.items() if (t.kind == "latent") == (name == "latent_targets"))
+        unknown = [v for v in value if v not in known]
         if unknown or len(set(value)) != len(value):
-            raise ValueError(f"parameter {name} {list(value)}: unknown or repeated names; known: {sorted(TARGETS)}")
+            raise ValueError(f"parameter {name} {list(value)}: unknown or repeated names; known: {known}")
         return list(value)
     if name == "attribution_sources":
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value \

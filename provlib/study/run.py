@@ -46,6 +46,7 @@ class Run:
     profile: str
     seed: int
     targets: tuple
+    latent_targets: tuple
     n_generated: int
     sampler_steps: int
     timestep_stride: int
@@ -170,6 +171,10 @@ class Target:
     def load(self, device=None):
         """``(unet, scheduler)`` of the target model."""
         return self.model.load(device=device)
+
+    def open(self, device=None):
+        """The target model behind the one model interface (:class:`provlib.models.interface.DiffusionModel`)."""
+        return self.model.open(device=device)
 
     def source_of(self, split: str) -> str:
         """The noise stream of a split's images: the dataset they come from; ``generated`` for the model's

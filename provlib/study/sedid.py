@@ -57,13 +57,13 @@ def t_errors(target: Target, split: str, t_se, k: int, *, states: bool = False, 
     """SeDID's t-errors of one split at each ``T_SE`` of ``t_se`` with step ``k`` (cached per chunk):
     ``{"values": (N, T), ["states": (N, T, 2, H, W)], "seconds_per_image": s}``."""
     ts = [int(t) for t in t_se]
-    size = target.config.image_size
+    c, h, w = target.config.space_shape
 
     def compute(model, part, cb):
-        out = sedid.sedid_t_error(*model, part.images, ts, k, return_states=states)
+        out = sedid.sedid_t_error(*model, part.images, ts, k, return_states=states, cond=part.cond)
         return {"values": out[0], "states": out[1]} if states else {"values": out}
 
-    shapes = {"values": (len(ts),), **({"states": (len(ts), 2, size, size)} if states else {})}
+    shapes = {"values": (len(ts),), **({"states": (len(ts), 2 * c, h, w)} if states else {})}
     return chunked(target, split, "sedid", {"t_se": ts, "k": k, "states": states},
                    code_version(sedid, attacks.secmi, ddim), compute, shapes, progress=progress)
 

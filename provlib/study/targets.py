@@ -21,6 +21,7 @@ configuration, split manifest and loss history) and retrained by
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -33,7 +34,10 @@ import numpy as np
 from .. import paths
 from ..data import ImageSet, SplitManifest, load_embedded, make_manifest
 from ..io import artifact_dir, artifact_lock, code_version, replace_dir
-from ..models import TrainConfig, UNetConfig, ddpm, load_model, model_fingerprint, save_model, train_ddpm
+from ..models import TrainConfig, UNetConfig, ddpm, latent, load_model, model_fingerprint, save_model, train_ddpm
+from ..models.interface import DiffusionModel, open_model
+from ..models.latent import LatentConfig, LatentTrainConfig
+from ..models.other import VAEConfig
 from ..runtime import default_device
 from ..seeds import stream_seed
 
@@ -46,15 +50,51 @@ class TargetConfig:
     n_member: int                      # training images (drawn from ``dataset``)
     n_heldout: int                     # same-distribution images it never saw
     n_external: int                    # images of another dataset
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig | LatentTrainConfig = field(default_factory=TrainConfig)
     n_member_eval: int | None = None   # members the study evaluates (a seeded subset); None: all of them
     dataset: str = "fashion_mnist"
     external: str = "mnist"
     image_size: int = 16
+    # latent text-to-image targets only:
+    n_autoencoder: int = 0             # images of ``dataset`` (in no other split) its VAE is trained on
+    prompt: str = "none"               # what each image is conditioned on: "caption" (its class caption) or "empty"
+    model: str = ""                    # the model's name when targets share one (one model, two conditionings)
+
+    def __post_init__(self):
+        latent_ = isinstance(self.train, LatentTrainConfig)
+        if latent_ != (self.prompt in PROMPTS) or (latent_ and self.n_autoencoder < 1):
+            raise ValueError(f"target {self.name!r}: a latent target needs prompt in {PROMPTS} and n_autoencoder "
+                             "> 0; a pixel target neither")
+
+    @property
+    def kind(self) -> str:
+        """``"pixel"`` (a DDPM on images) or ``"latent"`` (a text-to-image pipeline)."""
+        return "latent" if isinstance(self.train, LatentTrainConfig) else "pixel"
+
+    @property
+    def model_name(self) -> str:
+        """The name of the model this target evaluates (its shipped folder)."""
+        return self.model or self.name
+
+    @property
+    def space_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of x0, the variable the diffusion runs on: the grey image, or a latent model's latent."""
+        if self.kind == "pixel":
+            return 1, self.image_size, self.image_size
+        m = self.train.model
+        return m.vae.latent_channels, m.latent_size, m.latent_size
 
     @property
     def members_evaluated(self) -> int:
         return self.n_member if self.n_member_eval is None else min(self.n_member_eval, self.n_member)
+
+
+PROMPTS = ("caption", "empty")   # a latent target's conditioning: each image's class caption, or the empty prompt
+# the latent targets' shape: provlib.models.latent's defaults (an 8x8x4 latent of 16x16 images)
+_LATENT_TINY = LatentTrainConfig(
+    model=LatentConfig(vae=VAEConfig(block_out_channels=(16, 32), epochs=20), unet_channels=(16, 32), text_width=16),
+    epochs=40, batch_size=50, warmup_steps=20)
+_LATENT = LatentTrainConfig(model=LatentConfig(vae=VAEConfig(block_out_channels=(32, 64), epochs=40)), epochs=1000)
 
 
 TARGETS: dict[str, TargetConfig] = {
@@ -80,6 +120,19 @@ TARGETS: dict[str, TargetConfig] = {
                           external="fashion_mnist", train=TrainConfig(epochs=1000)),
     "dg500": TargetConfig("dg500", n_member=500, n_heldout=1000, n_external=500, dataset="digits",
                           external="mnist", train=TrainConfig(epochs=1000)),
+    # the latent text-to-image targets (Stable Diffusion's layout): Fashion-MNIST members captioned by class.  The
+    # attacker knows each image's caption (sd1000), or conditions on the empty prompt (sd1000-empty, the same model).
+    # sd1000 (1,000 members, 200 epochs, 500 of them evaluated) puts the loss attack's held-out AUC in the paper's
+    # range (docs/latent_models.md: the two other sizes tried, not shipped).
+    "sd1000": TargetConfig("sd1000", n_member=1000, n_heldout=1000, n_external=500, n_autoencoder=2000,
+                           n_member_eval=500, prompt="caption", train=dataclasses.replace(_LATENT, epochs=200)),
+    "sd1000-empty": TargetConfig("sd1000-empty", n_member=1000, n_heldout=1000, n_external=500, n_autoencoder=2000,
+                                 n_member_eval=500, prompt="empty", train=dataclasses.replace(_LATENT, epochs=200),
+                                 model="sd1000"),
+    "tiny-sd": TargetConfig("tiny-sd", n_member=100, n_heldout=300, n_external=100, n_autoencoder=300,
+                            prompt="caption", train=_LATENT_TINY),
+    "tiny-sd-empty": TargetConfig("tiny-sd-empty", n_member=100, n_heldout=300, n_external=100, n_autoencoder=300,
+                                  prompt="empty", train=_LATENT_TINY, model="tiny-sd"),
 }
 
 
@@ -108,7 +161,12 @@ def target_manifest(config: TargetConfig, seed: int) -> SplitManifest:
     """Member / held-out (``config.dataset``) and external (``config.external``) splits drawn from ``seed``."""
     sizes = {"member": (config.dataset, config.n_member), "heldout": (config.dataset, config.n_heldout),
              "external": (config.external, config.n_external)}
+    if config.n_autoencoder:   # drawn after the others: the pixel targets' splits stay as they were
+        sizes["autoencoder"] = (config.dataset, config.n_autoencoder)
     return make_manifest(sizes, seed, pool_sizes(config))
+
+
+TRAINING_ONLY = ("autoencoder",)   # splits a model is trained on that the study does not evaluate
 
 
 def evaluated_sets(config: TargetConfig, seed: int, manifest: SplitManifest | None = None) -> dict[str, ImageSet]:
@@ -116,7 +174,7 @@ def evaluated_sets(config: TargetConfig, seed: int, manifest: SplitManifest | No
     subset when the target says so), ``heldout`` and ``external``."""
     m = manifest or target_manifest(config, seed)
     sets = {split: embedded_images(m.datasets[split], config.image_size).subset(idx, name=split)
-            for split, idx in m.indices.items()}
+            for split, idx in m.indices.items() if split not in TRAINING_ONLY}
     if config.members_evaluated < config.n_member:
         rng = np.random.default_rng(stream_seed(seed, f"members evaluated:{config.name}"))
         keep = np.sort(rng.choice(config.n_member, config.members_evaluated, replace=False))
@@ -128,8 +186,12 @@ def evaluated_sets(config: TargetConfig, seed: int, manifest: SplitManifest | No
 
 def model_config(config: TargetConfig, manifest: SplitManifest) -> dict:
     """Everything a target model depends on (recorded beside a shipped model, and its cache key)."""
-    return {"train": config.train.to_dict(), "dataset": f"{config.dataset}@{config.image_size}",
-            "members_sha256": hashlib.sha256(manifest.indices["member"].tobytes()).hexdigest()}
+    record = {"train": config.train.to_dict(), "dataset": f"{config.dataset}@{config.image_size}",
+              "members_sha256": hashlib.sha256(manifest.indices["member"].tobytes()).hexdigest()}
+    if config.kind == "latent":
+        record |= {"kind": "latent", "vocabulary": [config.dataset, config.external],
+                   "autoencoder_sha256": hashlib.sha256(manifest.indices["autoencoder"].tobytes()).hexdigest()}
+    return record
 
 
 def embedded_model_dir(name: str) -> Path:
@@ -151,7 +213,7 @@ def matches(model_dir: Path, record: dict) -> bool:
 def shipped_matches(name: str, seed: int = 0) -> bool:
     """Whether the model shipped for target ``name`` was trained with exactly its configuration."""
     config = get_target(name)
-    return matches(embedded_model_dir(name), model_config(config, target_manifest(config, seed)))
+    return matches(embedded_model_dir(config.model_name), model_config(config, target_manifest(config, seed)))
 
 
 def ship(src: Path, dst: Path) -> Path:
@@ -170,25 +232,42 @@ def trained_model_dir(config: TargetConfig, manifest: SplitManifest, *, retrain:
     directory appears complete or not at all (built beside, then renamed).
     """
     cfg = model_config(config, manifest)
-    d = artifact_dir("model", {**cfg, "code": code_version(ddpm)})
+    code = code_version(ddpm) if config.kind == "pixel" else code_version(latent)
+    d = artifact_dir("model", {**cfg, "code": code})
     ckpt = d / "train_state.safetensors"
     with artifact_lock(d):
         if retrain:
             shutil.rmtree(d / "model", ignore_errors=True)
             ckpt.unlink(missing_ok=True)
         if not (d / "model" / "model_index.json").exists():
-            members = embedded_images(config.dataset, config.image_size).subset(manifest.indices["member"])
-            unet, scheduler, history = train_ddpm(members.images, config.train, checkpoint=ckpt, progress=progress)
-            info = {"config": cfg, "loss_history": history,
-                    "command": f"python -m provlib.train --target {config.name} --retrain --embed",
+            info = {"config": cfg, "command": f"python -m provlib.train --target {config.model_name} --retrain --embed",
                     "trained_on": default_device().type}
+            write = (_train_pixel if config.kind == "pixel" else _train_latent)(config, manifest, info, ckpt, progress)
 
-            def write(tmp: Path) -> None:
-                save_model(unet, scheduler, tmp, info)
+            def write_all(tmp: Path) -> None:
+                write(tmp)
                 manifest.save(tmp / "splits.json")
 
-            replace_dir(d / "model", write)
+            replace_dir(d / "model", write_all)
     return d / "model"
+
+
+def _train_pixel(config: TargetConfig, manifest: SplitManifest, info: dict, ckpt: Path, progress: bool):
+    members = embedded_images(config.dataset, config.image_size).subset(manifest.indices["member"])
+    unet, scheduler, history = train_ddpm(members.images, config.train, checkpoint=ckpt, progress=progress)
+    return lambda tmp: save_model(unet, scheduler, tmp, {**info, "loss_history": history})
+
+
+def _train_latent(config: TargetConfig, manifest: SplitManifest, info: dict, ckpt: Path, progress: bool):
+    """The VAE on the autoencoder split, then the UNet on the members, each captioned by its class."""
+    pool = embedded_images(config.dataset, config.image_size)
+    members = pool.subset(manifest.indices["member"])
+    vocabulary = [latent.caption(k, latent.CLASS_NAMES[ds]) for ds in (config.dataset, config.external)
+                  for k in range(len(latent.CLASS_NAMES[ds]))]
+    pipe, history = latent.train_latent(members.images, latent.dataset_captions(config.dataset, members.labels),
+                                        pool.subset(manifest.indices["autoencoder"]).images, config.train,
+                                        vocabulary=vocabulary, progress=progress)
+    return lambda tmp: latent.save_pipeline(pipe, tmp, {**info, "loss_history": history})
 
 
 @dataclass(frozen=True)
@@ -207,7 +286,17 @@ class TargetModel:
 
     def load(self, device=None):
         """``(unet, scheduler)`` of the target model."""
-        return load_model(self.model_dir, device=device)
+        model = self.open(device)
+        return model.unet, model.scheduler
+
+    @property
+    def info(self) -> dict:
+        """How the model was made (its ``provlib.json``: configuration, loss history, the command that retrains it)."""
+        return json.loads((self.model_dir / "provlib.json").read_text())
+
+    def open(self, device=None) -> DiffusionModel:
+        """The target model behind the one model interface (:func:`provlib.models.interface.open_model`)."""
+        return open_model(self.model_dir, device=device)
 
 
 def resolve(name: str, seed: int, *, progress: bool = True) -> TargetModel:
@@ -220,11 +309,10 @@ def resolve(name: str, seed: int, *, progress: bool = True) -> TargetModel:
 def _resolve(name: str, seed: int, progress: bool, shipped_root: str, cache_root: str) -> TargetModel:
     config = get_target(name)
     manifest = target_manifest(config, seed)
-    model_dir = embedded_model_dir(name)
+    model_dir = embedded_model_dir(config.model_name)
     if not matches(model_dir, model_config(config, manifest)):
         model_dir = trained_model_dir(config, manifest, progress=progress)
-    unet, _ = load_model(model_dir)
-    return TargetModel(config, seed, manifest, model_dir, model_fingerprint(unet))
+    return TargetModel(config, seed, manifest, model_dir, open_model(model_dir).fingerprint)
 
 
 def forget_resolved() -> None:
@@ -245,7 +333,7 @@ def embed_model(src: Path, name: str) -> Path:
     if not (src / "model_index.json").exists():
         raise FileNotFoundError(f"no trained model to embed at {src}; the shipped model {dst} is left as it is")
     if src.resolve() != dst.resolve():
-        load_model(src)  # refuse to ship what does not load
+        open_model(src)  # refuse to ship what does not load
     out = ship(src, dst)
     forget_resolved()
     return out
