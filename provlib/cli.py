@@ -343,12 +343,13 @@ def _table(rows: list[dict], max_fpr: float, decisions: dict) -> str:
 
     pct = f"{100 * max_fpr:g}%"
     yes_no = {True: "yes", False: "no", None: "refused"}
-    body = [[r["image"], r.get("verdict", "ERROR"), *(f"{r[k]:.3f}" if k in r else "" for k in
-                                                   ("p_member", "p_generated", "p_external")),
+    prompted = any("prompt" in r for r in rows)   # a text-to-image model: the prompt each image was read with
+    body = [[r["image"], *([repr(r.get("prompt", ""))] if prompted else []), r.get("verdict", "ERROR"),
+             *(f"{r[k]:.3f}" if k in r else "" for k in ("p_member", "p_generated", "p_external")),
              *(yes_no[r[k]] if k in r else "" for k in ("member_at_fpr", "generated_at_fpr")),
              f"{r['seconds']:.3f}" if "seconds" in r else ""] for r in rows]
-    head = ["image", "verdict", "P(member)", "P(generated)", "P(external)", f"member @FPR<={pct}",
-            f"generated @FPR<={pct}", "s/image"]
+    head = ["image", *(["prompt"] if prompted else []), "verdict", "P(member)", "P(generated)", "P(external)",
+            f"member @FPR<={pct}", f"generated @FPR<={pct}", "s/image"]
     return tabulate(body, headers=head, disable_numparse=True) + "\n" + "\n".join(
         _decision_note(c, d, pct) for c, d in decisions.items())
 

@@ -1,8 +1,8 @@
-"""Write the example images that the README's `provlib verdict` call reads (provlib/embedded/examples/).
+"""Write the example images that the README's `provlib verdict` calls read (provlib/embedded/examples/<model>/).
 
     python scripts/make_examples.py
 
-One image of each kind, none of which the shipped probe (provlib/embedded/probes/fm500) trained on:
+In ``fm500/``, one image of each kind, none of which the shipped probe (provlib/embedded/probes/fm500) trained on:
 - member.png: a training member of fm500 from the probe's calibration rows;
 - generated.png: a new DDPM sample of fm500 (sample id 2,000,000,000, seed 0; the probe's were 10^9 + i);
 - heldout.png: a held-out Fashion-MNIST image outside the probe's reference subset (heldout#500);
@@ -77,10 +77,10 @@ def main() -> None:
     external = mnist.images[np.setdiff1d(np.arange(len(mnist)), target.manifest.indices["external"])[0]]
     unet, scheduler = load_model(paths.EMBEDDED_MODELS_DIR / "fm500")
     generated = sample(unet, scheduler, 1, num_inference_steps=100, seed=0, ids=[2 * 10 ** 9])[0]
-    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "fm500").mkdir(parents=True, exist_ok=True)
     for name, x in (("member", member), ("generated", generated), ("heldout", heldout), ("external", external)):
-        Image.fromarray(to_uint8(x[None])[0, 0]).save(OUT / f"{name}.png")
-        print(OUT / f"{name}.png")
+        Image.fromarray(to_uint8(x[None])[0, 0]).save(OUT / "fm500" / f"{name}.png")
+        print(OUT / "fm500" / f"{name}.png")
     latent_examples()
 
 

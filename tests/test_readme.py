@@ -29,7 +29,7 @@ def test_the_default_budget_is_the_reports_and_the_shipped_probes_use_it():
     found = re.search(r"\*\*(\d+) UNet passes per image\*\*", report)
     assert found and int(found.group(1)) == DEFAULT_BUDGET, "provlib.detector.origin_probe.DEFAULT_BUDGET is not notebook 15's"
     shipped = sorted(p.name for p in EMBEDDED_PROBES_DIR.iterdir() if p.is_dir())
-    assert shipped == ["fm1000", "fm500"]
+    assert shipped == ["fm1000", "fm500", "sd1000"]
     for name in shipped:   # each fitted at the default budget, holding back enough rows per kind to certify 1%
         probe = OriginProbe.load(EMBEDDED_PROBES_DIR / name)
         assert probe.info["budget"] == DEFAULT_BUDGET and total_passes(probe.columns) <= DEFAULT_BUDGET
