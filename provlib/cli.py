@@ -246,15 +246,19 @@ def _files(paths: tuple[str, ...]) -> list[Path]:
 
 def _read(path: Path, loaded) -> torch.Tensor:
     """One image as (1, C, H, W), or a ValueError naming what is wrong with it."""
-    from .data import read_image
+    from .data import check_fits_model, read_image
 
     if path.is_dir():
         raise ValueError("folder holds no image files")
     if not path.exists():
         raise ValueError("no such file")
     x = read_image(path, channels=loaded.image_shape[0])[None]
-    if tuple(x.shape[1:]) != loaded.image_shape:
-        raise ValueError(f"image of shape {tuple(x.shape[1:])} (C, H, W); the model takes {loaded.image_shape}")
+    if loaded.kind == "pixel":
+        check_fits_model(x, loaded.unet, what="image")
+    elif tuple(x.shape[1:]) != loaded.image_shape:   # a latent model's images: what its VAE encodes
+        c, h, w = loaded.image_shape
+        raise ValueError(f"image: {x.shape[1]} channel(s) of {x.shape[2]}x{x.shape[3]} pixels, but the model "
+                         f"takes {c} channel(s) of {h}x{w} (the images its VAE encodes)")
     return x
 
 

@@ -108,3 +108,15 @@ def test_a_probe_refuses_the_model_with_a_lora_applied(fitted, tmp_path):
     out = run("verdict", "--model", TINY_SD, "--lora", tmp_path / "lora" / "pytorch_lora_weights.safetensors",
               "--probe", root / "probe", tmp_path / "q")
     assert out.returncode == 1 and "fingerprint" in out.stderr
+
+
+def test_an_image_of_the_wrong_size_for_the_vae_is_named(fitted, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    root, _ = fitted
+    (tmp_path / "q").mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "q" / "big.png")
+    out = run("verdict", "--model", TINY_SD, "--probe", root / "probe", tmp_path / "q")
+    assert out.returncode == 3
+    assert "big.png: image: 1 channel(s) of 28x28 pixels, but the model takes 1 channel(s) of 16x16" in out.stderr
