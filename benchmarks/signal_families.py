@@ -33,6 +33,9 @@ from provlib.attacks import gsa, pia, secmi, sima
 from provlib.kernels.trajectory import trajectory_features
 from provlib.paths import EMBEDDED_MODELS_DIR
 
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+from trajectory_kernels import _rss, cifar10_ddpm  # noqa: E402  (the CIFAR-10 UNet and the memory sampler)
+
 FAMILIES = ("forward", "loss", "loss+grad_x", "loss+grad_x+grad_theta", "sima", "pia", "secmi", "gsa1")
 BATCH = {"sd1000": 64, "cifar10": 8, "sd15": 1}   # CPU batch sizes that fit the 24 GiB machine
 T = 100   # the timestep of every family (SecMI's t_sec; the cost does not depend on it but for SecMI's k steps)
@@ -46,8 +49,6 @@ def sd1000():
 
 
 def cifar10():
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from trajectory_kernels import cifar10_ddpm
     unet, sched = cifar10_ddpm()
     return unet, sched, (3, 32, 32), lambda n: None
 
@@ -115,11 +116,6 @@ def time_families(model: str, device: str, batch: int, repeats: int, families) -
             run_family(f, unet, sched, x0, cond, device)
             times[f].append(time.perf_counter() - t0)
     return times
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
 
 
 def _memory_child(model: str, device: str, batch: int, family: str) -> None:

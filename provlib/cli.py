@@ -79,7 +79,7 @@ def _images(source: str, loaded, prompt: str | None = None) -> tuple[torch.Tenso
     """Images of a folder, or of a split of a study target (``split:TARGET/SPLIT``, e.g. ``split:fm500/heldout#500``),
     and for a text-to-image model their prompts: ``prompt`` for all, else the folder's caption file (a split of a
     latent target: each image's caption as that target conditions it), else None (the empty prompt)."""
-    from .captions import CaptionError, prompts_for
+    from .captions import prompts_for
     from .data import IMAGE_SUFFIXES, load_image_folder
 
     channels, size = loaded.image_shape[0], loaded.image_shape[1]

@@ -29,7 +29,6 @@ from ..io import cache_path, cached, cached_meta, code_version, tensor_sha256
 from ..kernels import persample, trajectory
 from ..kernels.trajectory import FEATURES, LAYERS, trajectory_features
 from ..progress import progress_bar
-from ..sampling import sample
 from ..seeds import stream_seed
 from . import generators
 from .run import Target, parse_split, subset_positions

@@ -34,7 +34,7 @@ import numpy as np
 from .. import paths
 from ..data import ImageSet, SplitManifest, load_embedded, make_manifest
 from ..io import artifact_dir, artifact_lock, code_version, replace_dir
-from ..models import TrainConfig, UNetConfig, ddpm, latent, load_model, model_fingerprint, save_model, train_ddpm
+from ..models import TrainConfig, UNetConfig, ddpm, latent, save_model, train_ddpm
 from ..models.interface import DiffusionModel, open_model
 from ..models.latent import LatentConfig, LatentTrainConfig
 from ..models.other import VAEConfig
