@@ -29,6 +29,7 @@ from urllib.parse import quote
 from .. import paths
 from ..io import atomic_write_text
 from ..versions import package_versions
+from .verdicts import INCONCLUSIVE, count_line
 
 TABLE_SUFFIXES = (".md", ".csv")
 FIGURE_SUFFIXES = (".png", ".pdf")
@@ -292,9 +293,18 @@ def collect_claims(record: dict, out_dir: Path) -> list[dict]:
             continue
         doc = json.loads(path.read_text())
         fresh = path.stat().st_mtime >= record.get("epoch", 0) - 1
-        rows += [{**c, "notebook": nb["stem"], "fresh": fresh, "provenance": doc.get("provenance", "")}
+        rows += [{**_outcome(c), "notebook": nb["stem"], "fresh": fresh, "provenance": doc.get("provenance", "")}
                  for c in doc["claims"]]
     return rows
+
+
+def _outcome(claim: dict) -> dict:
+    """A claim as recorded; one recorded by a provlib before the four outcomes (a bare ``holds``) is
+    counted inconclusive and says so."""
+    if "outcome" in claim:
+        return claim
+    return {**claim, "outcome": INCONCLUSIVE,
+            "interval": "recorded without an interval by an older provlib: rerun this notebook"}
 
 
 def render_claims(record: dict, out_dir: Path) -> str:
@@ -306,14 +316,19 @@ def render_claims(record: dict, out_dir: Path) -> str:
              "'does not hold' is a result at this scale, reported with its numbers."]
     if not claims:
         return "\n\n".join(parts + ["No claims recorded yet."]) + "\n"
-    held = sum(c["holds"] for c in claims)
-    parts.append(f"{held} of {len(claims)} claim checks hold.")
-    for paper in dict.fromkeys(c["paper"] for c in claims):
-        rows = [(c["claim"], c["scope"], c["paper_value"], c["our_value"],
-                 "**holds**" if c["holds"] else "**does not hold**", c["detail"],
-                 link(f"{c['notebook']}.ipynb", c["notebook"]) + ("" if c["fresh"] else " (earlier run)"))
+    papers = list(dict.fromkeys(c["paper"] for c in claims))
+    parts.append(f"{len(claims)} claim checks: {count_line(c['outcome'] for c in claims)}. Each is judged on the "
+                 "evaluation rows: 'holds' / 'does not hold' when the 95% interval behind it (a paired bootstrap of "
+                 "the difference, for a comparison) lies on one side of the claim's bar, 'inconclusive' when it "
+                 "contains the bar, 'at ceiling' when both sides sit at the metric's ceiling or floor.")
+    parts.append("\n".join(f"- **{paper}**: {count_line(c['outcome'] for c in claims if c['paper'] == paper)}"
+                           for paper in papers))
+    for paper in papers:
+        rows = [(c["claim"], c["scope"], c["paper_value"], c["our_value"], f"**{c['outcome']}**", c["interval"],
+                 c["detail"], link(f"{c['notebook']}.ipynb", c["notebook"]) + ("" if c["fresh"] else " (earlier run)"))
                 for c in claims if c["paper"] == paper]
-        parts += [f"## {paper}", md_table(["claim", "scope", "paper", "ours", "verdict", "detail", "notebook"], rows)]
+        parts += [f"## {paper}", md_table(["claim", "scope", "paper", "ours", "verdict", "interval", "detail",
+                                           "notebook"], rows)]
     provenances = sorted({c["provenance"] for c in claims})
     parts.append("Computed by provlib: " + "; ".join(provenances))
     return "\n\n".join(parts) + "\n"

@@ -21,6 +21,7 @@ import seaborn as sns
 import torch
 
 from ..study.run import Run
+from . import verdicts
 
 # the papers whose claims the notebooks test, as claims.md names them
 TRACING_THE_ROOTS = "Tracing the Roots (Floros et al., 2025)"
@@ -46,10 +47,35 @@ def setup(profile: str, **parameters) -> Run:
 
 
 def interval(values: Mapping, key: str, digits: int = 3) -> str:
-    """``"0.512 [0.431, 0.590]"``: ``values[key]`` and its interval ``values[key + "_lo"]``, ``values[key + "_hi"]``."""
+    """``"0.512 [0.431, 0.590]"``: ``values[key]`` and its interval ``values[key + "_lo"]``, ``values[key + "_hi"]``.
+
+    A TPR at an FPR that the negatives behind it cannot measure (``values`` of a binary report:
+    ``fp_allowed@0.1%`` is 0) reads ``"not measurable (125 negatives)"`` instead of a number."""
+    f = verdicts.max_fpr_of(key)
+    if f is not None and "n_neg" in values and not verdicts.measurable(f, values["n_neg"]):
+        return f"not measurable ({int(values['n_neg'])} negatives)"
     return f"{values[key]:.{digits}f} {bracket(values, key, digits)}"
 
 
 def bracket(values: Mapping, key: str, digits: int = 3) -> str:
     """``"[0.431, 0.590]"``: the interval of ``values[key]`` alone."""
     return f"[{values[key + '_lo']:.{digits}f}, {values[key + '_hi']:.{digits}f}]"
+
+
+def numbers_say(claims: list[dict], run: Run) -> "IPython.display.Markdown":
+    """The notebook's closing "What the numbers say", written from its computed verdicts: the count of
+    each outcome on this run, then every claim under its outcome with our number and the interval
+    behind it."""
+    from IPython.display import Markdown
+
+    head = f"On this run (profile `{run.profile}`, seed {run.seed})"
+    if not claims:
+        return Markdown(f"{head} no claim was checked.")
+    lines = [f"{head}, {len(claims)} claim checks: {verdicts.count_line(c['verdict'].outcome for c in claims)}.", ""]
+    for outcome in verdicts.OUTCOMES:
+        these = [c for c in claims if c["verdict"].outcome == outcome]
+        if these:
+            lines.append(f"**{outcome.capitalize()}** ({len(these)}):")
+            lines += [f"- {c['claim']} ({c['scope']}): {c['our_value']}; {c['verdict'].interval}" for c in these]
+            lines.append("")
+    return Markdown("\n".join(lines))

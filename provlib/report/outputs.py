@@ -14,13 +14,13 @@ import platform
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 import pandas as pd
 
 from .. import paths
 from ..versions import package_versions
 from ..io import atomic_write, atomic_write_text
 from ..study.run import Run
+from .verdicts import Verdict
 
 PACKAGES = ("provlib", "torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "papermill")
 
@@ -64,25 +64,28 @@ def save_table(df: pd.DataFrame, run: Run, name: str, *, caption: str = "", floa
     return [atomic_write_text(d / f"{name}.md", md_text), atomic_write_text(d / f"{name}.csv", df.to_csv(index=False))]
 
 
-CLAIM_FIELDS = ("paper", "claim", "scope", "paper_value", "our_value", "holds", "detail")
+CLAIM_FIELDS = ("paper", "claim", "scope", "paper_value", "our_value", "verdict", "detail")
 
 
 def save_claims(claims: list[dict], run: Run, name: str) -> Path:
     """Save the verdicts a notebook computed as ``reports/<profile>/<name>_claims.json``.
 
     Each claim has :data:`CLAIM_FIELDS`: the paper, the claim in words, its scope
-    (target, setting), the paper's number, ours, ``holds`` (a bool computed by
-    the notebook) and a detail (the margin, the interval).  The batch run
-    collects every notebook's claims into ``reports/<profile>/claims.md``.
+    (target, setting), the paper's number, ours, the :class:`~provlib.report.verdicts.Verdict`
+    the notebook computed (one of four outcomes and the interval behind it) and a detail.
+    The batch run collects every notebook's claims into ``reports/<profile>/claims.md``.
     """
     rows = []
     for c in claims:
         missing = set(CLAIM_FIELDS) - set(c)
         if missing:
             raise ValueError(f"claim {c.get('claim')!r} lacks {sorted(missing)}")
-        if not isinstance(c["holds"], (bool, np.bool_)):
-            raise TypeError(f"claim {c['claim']!r}: holds must be a computed bool, got {c['holds']!r}")
-        rows.append({k: (bool(c[k]) if k == "holds" else str(c[k])) for k in CLAIM_FIELDS})
+        if not isinstance(c["verdict"], Verdict):
+            raise TypeError(f"claim {c['claim']!r}: verdict must be a computed Verdict (provlib.report.verdicts), "
+                            f"got {c['verdict']!r}")
+        v = c["verdict"]
+        rows.append({**{k: str(c[k]) for k in CLAIM_FIELDS if k != "verdict"}, "outcome": v.outcome,
+                     "interval": v.interval})
     doc = {"provenance": provenance(run), "claims": rows}
     return atomic_write_text(paths.reports_dir(run.profile) / f"{name}_claims.json",
                              json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
