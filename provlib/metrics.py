@@ -26,7 +26,7 @@ __all__ = [
     "roc_points", "auc", "fp_allowed", "threshold_at_fpr", "tpr_at_fpr",
     "balanced_accuracy", "best_threshold", "asr",
     "macro_auc", "macro_tpr_at_fpr", "multiclass_balanced_accuracy",
-    "bootstrap_ci", "binary_report", "fpr_label", "operating_point",
+    "bootstrap_ci", "bootstrap_difference", "binary_report", "fpr_label", "operating_point",
 ]
 
 
@@ -252,6 +252,21 @@ def bootstrap_ci(metric_fn: MetricFn, labels: ArrayLike, scores: ArrayLike, n_bo
     kept.  ``scores`` may be 1-D (binary) or (n, k) (multi-class).
     """
     return _bootstrap_many({"m": metric_fn}, labels, scores, n_boot, seed, alpha)["m"]
+
+
+def bootstrap_difference(metric_fn: MetricFn, labels: ArrayLike, a: ArrayLike, b: ArrayLike, *, n_boot: int = 1000,
+                         seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Paired stratified percentile bootstrap ``(low, high)`` of ``metric_fn(labels, a) - metric_fn(labels, b)``:
+    two methods' scores ``a`` and ``b`` on the same rows, each replicate resampling the rows once for both
+    (the same resamples as :func:`bootstrap_ci` with the same seed).  ``a``, ``b``: (n,) or (n, k)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    y = np.asarray(labels)
+    if a.shape != b.shape or y.ndim != 1 or len(a) != len(y) or y.size == 0:
+        raise ValueError(f"paired scores must cover the same rows: labels {y.shape}, a {a.shape}, b {b.shape}")
+    both = np.stack([a, b], axis=-1)
+    ((lo, hi),) = _bootstrap_vector(lambda yy, ss: np.array([metric_fn(yy, ss[..., 0]) - metric_fn(yy, ss[..., 1])]),
+                                    y, both, n_boot, seed, alpha)
+    return lo, hi
 
 
 def bootstrap_mean(values: ArrayLike, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):

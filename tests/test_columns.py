@@ -63,10 +63,10 @@ def test_the_families_read_the_measurements_the_study_caches():
 def test_passes_count_shared_passes_once_and_equal_each_peers_cost():
     """Each peer's family over its grid costs what the peer's own run costs (counted by hand)."""
     p = Run.from_profile("cpu")
-    assert passes_of(G.columns(p, ["sima_l4"])) == {"forward": 8, "backward": 0}      # one forward per t
-    assert passes_of(G.columns(p, ["pia"])) == {"forward": 1 + 5, "backward": 0}      # eps0, then one per t
-    # SecMI at t_sec 50, 100, 200 (k = 10): one inversion to 190 (19 steps) and a 2-call round trip per t_sec
-    assert passes_of(G.columns(p, ["secmi"])) == {"forward": 19 + 2 * 3, "backward": 0}
+    assert passes_of(G.columns(p, ["sima_l4"])) == {"forward": 9, "backward": 0}      # one forward per t
+    assert passes_of(G.columns(p, ["pia"])) == {"forward": 1 + 7, "backward": 0}      # eps0, then one per t
+    # SecMI at t_sec 10, 20, 50, 100, 200 (k = 10): one inversion to 190 (19 steps) and a 2-call round trip per t_sec
+    assert passes_of(G.columns(p, ["secmi"])) == {"forward": 19 + 2 * 5, "backward": 0}
     assert passes_of(G.columns(p, ["loss", "grad_x", "grad_theta"])) == {"forward": 20, "backward": 20}
     assert total_passes([("loss", 100), ("grad_x", 100), ("grad_theta", 100)]) == 2   # one forward, one backward
     assert total_passes([("sima_l2", 20), ("sima_l4", 20)]) == 1

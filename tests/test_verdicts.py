@@ -130,6 +130,7 @@ def test_claims_over_several_rows_count_each_outcome():
     v = V.every({"a": h, "b": f, "c": i, "d": c})
     assert v.counts == {V.HOLDS: 1, V.FAILS: 1, V.INCONCLUSIVE: 1, V.CEILING: 1}
     assert v.interval == "1 holds, 1 does not hold, 1 inconclusive, 1 at ceiling"
+    assert V.every([f, f, h]).interval == "1 holds, 2 do not hold"
     assert V.worst({"a": h, "b": f, "c": i})[0] == "b"
     assert V.count_line([V.HOLDS, V.HOLDS, V.FAILS]) == "2 hold, 1 does not hold"
     with pytest.raises(ValueError, match="outcome"):
@@ -150,3 +151,31 @@ def test_claims_file_records_the_outcome_and_interval(tmp_path, monkeypatch):
         report.save_claims([{**claim, "verdict": True}], run, "99_test")
     md = report.numbers_say([claim], run).data
     assert "1 claim checks: 1 holds" in md and "A beats B (x)" in md
+
+
+def test_claims_md_counts_each_outcome_per_paper_and_flags_old_records(tmp_path):
+    from provlib.report.index import render_claims
+
+    def claim(paper, outcome):
+        return {"paper": paper, "claim": f"c {outcome}", "scope": "s", "paper_value": "p", "our_value": "o",
+                "detail": "d", "outcome": outcome, "interval": "difference +0.1 [+0.0, +0.2]"}
+
+    docs = {"01_a": [claim("Paper A", V.HOLDS), claim("Paper A", V.INCONCLUSIVE), claim("Paper B", V.CEILING)],
+            "02_b": [{k: v for k, v in claim("Paper B", V.HOLDS).items() if k not in ("outcome", "interval")}
+                     | {"holds": True}]}                     # recorded by an older provlib: a bare bool
+    for stem, claims in docs.items():
+        (tmp_path / f"{stem}_claims.json").write_text(json.dumps({"provenance": "x", "claims": claims}))
+    record = {"profile": "tiny", "notebooks": [{"stem": s} for s in docs], "only": None, "kernel": None,
+              "status": "ok", "epoch": 0}
+    md = render_claims(record, tmp_path)
+    assert "4 claim checks: 1 holds, 2 inconclusive, 1 at ceiling" in md
+    assert "- **Paper A**: 1 holds, 1 inconclusive" in md and "- **Paper B**: 1 inconclusive, 1 at ceiling" in md
+    assert "recorded without an interval by an older provlib" in md
+
+
+def test_a_certified_rate_is_judged_by_the_realised_rate_interval():
+    from provlib.study.calibration import bound_outcome
+
+    assert bound_outcome(0.0, 0.008, 0.01) == V.HOLDS            # the whole interval at or under the bound
+    assert bound_outcome(0.02, 0.05, 0.01) == V.FAILS            # even its lower end above the bound
+    assert bound_outcome(0.0, 0.06, 0.01) == V.INCONCLUSIVE      # 60 fresh negatives cannot confirm 1%

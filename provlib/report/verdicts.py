@@ -70,16 +70,24 @@ class Verdict:
     def interval(self) -> str:
         """``"difference +0.012 [+0.003, +0.020]"``, the rows' counts, or the note alone."""
         if self.quantity == "rows":
-            text = ", ".join(f"{n} {k}" for k, n in self.counts.items() if n) or "no rows"
+            text = count_line([o for o, n in self.counts.items() for _ in range(n)]).replace("no claims", "no rows")
         elif np.isnan(self.estimate):
             text = ""
         else:
             sign = "+" if self.quantity == "difference" else ""
-            text = f"{self.quantity} {self.estimate:{sign}.3f} [{self.lo:{sign}.3f}, {self.hi:{sign}.3f}]"
+            text = f"{self.quantity} {_num(self.estimate, sign)} [{_num(self.lo, sign)}, {_num(self.hi, sign)}]"
         return "; ".join(t for t in (text, self.note) if t)
 
     def __str__(self) -> str:
         return f"{self.outcome}: {self.interval}"
+
+
+def _num(x: float, sign: str) -> str:
+    """Three decimals; a bound that would round to 0 but is not 0 keeps its sign and first digit, so that an
+    interval that excludes 0 never prints as touching it."""
+    if x != 0 and abs(x) < 5e-4:
+        return f"{x:{sign}.0e}"
+    return f"{x:{sign}.3f}"
 
 
 def outcome_of(lo: float, hi: float, bar: float = 0.0, *, below: bool = False) -> str:
@@ -143,8 +151,9 @@ def _negatives(y: np.ndarray, metric: str) -> int:
 # ------------------------------------------------------------------- comparisons
 
 def paired(labels, a, b, metric: str | Callable = "auc", *, n_boot: int, seed: int,
-           bounds: tuple[float, float] = BOUNDS, alpha: float = ALPHA) -> Verdict:
-    """Claim "A >= B" on ``metric``: method A's scores ``a`` and B's ``b`` on the same rows ``labels``.
+           bounds: tuple[float, float] = BOUNDS, alpha: float = ALPHA, bar: float = 0.0) -> Verdict:
+    """Claim "A >= B" on ``metric``: method A's scores ``a`` and B's ``b`` on the same rows ``labels``
+    (with ``bar``: "metric(A) - metric(B) > bar", e.g. ``bar=-0.05`` for "A within 0.05 of B or above").
 
     ``a``, ``b``: (n,) binary scores (higher = positive) or (n, k) class probabilities for 3-way
     metrics (``macro_auc``, ``macro_tpr@1%``, ``asr``).  The difference metric(A) - metric(B) and its
@@ -164,17 +173,16 @@ def paired(labels, a, b, metric: str | Callable = "auc", *, n_boot: int, seed: i
     for bound in bounds:
         if np.isclose(va, bound, atol=1e-12) and np.isclose(vb, bound, atol=1e-12):
             return Verdict(CEILING, 0.0, 0.0, 0.0, note=f"both {bound:g}")
-    both = np.stack([a, b], axis=-1)
-    ((lo, hi),) = metrics._bootstrap_vector(lambda yy, ss: np.array([fn(yy, ss[..., 0]) - fn(yy, ss[..., 1])]),
-                                            y, both, n_boot, seed, alpha)
-    return Verdict(outcome_of(lo, hi), float(va - vb), lo, hi)
+    lo, hi = metrics.bootstrap_difference(fn, y, a, b, n_boot=n_boot, seed=seed, alpha=alpha)
+    return Verdict(outcome_of(lo, hi, bar), float(va - vb), lo, hi)
 
 
 def paired_values(a, b, *, n_boot: int, seed: int, bounds: tuple[float, float] | None = BOUNDS,
-                  alpha: float = ALPHA) -> Verdict:
-    """Claim "mean A >= mean B" on per-unit values of two methods on the same units (random splits,
-    suspect models): the units are resampled once per replicate for both.  Every value of both at
-    a bound of ``bounds``: ``at ceiling``."""
+                  alpha: float = ALPHA, bar: float = 0.0) -> Verdict:
+    """Claim "mean A >= mean B" (with ``bar``: "mean A - mean B > bar") on per-unit values of two methods on
+    the same units (random splits, suspect models, images): the units are resampled once per replicate
+    for both.  Every value of both at a bound of ``bounds``: ``at ceiling`` (``bounds=None`` for claims
+    that a bound satisfies)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError(f"paired values must be two non-empty (n,) arrays of the same units, got {a.shape}, {b.shape}")
@@ -183,7 +191,7 @@ def paired_values(a, b, *, n_boot: int, seed: int, bounds: tuple[float, float] |
             if np.allclose(a, bound, atol=1e-12) and np.allclose(b, bound, atol=1e-12):
                 return Verdict(CEILING, 0.0, 0.0, 0.0, note=f"every value {bound:g}")
     d, lo, hi = metrics.bootstrap_mean(a - b, n_boot=n_boot, seed=seed, alpha=alpha)
-    return Verdict(outcome_of(lo, hi), d, lo, hi)
+    return Verdict(outcome_of(lo, hi, bar), d, lo, hi)
 
 
 def unpaired(a, b, *, n_boot: int, seed: int, statistic: Callable = np.mean, alpha: float = ALPHA,

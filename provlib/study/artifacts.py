@@ -24,6 +24,7 @@ import torch
 from .. import sampling
 from ..models import interface, latent
 from ..checks import positive_int
+from ..acquisition import reacquire
 from ..data import ImageSet, reencode
 from ..io import cache_path, cached, cached_meta, code_version, tensor_sha256
 from ..kernels import persample, trajectory
@@ -31,7 +32,7 @@ from ..kernels.trajectory import FEATURES, LAYERS, trajectory_features
 from ..progress import progress_bar
 from ..seeds import stream_seed
 from . import generators
-from .run import Target, parse_split, subset_positions
+from .run import SHIFTED, Target, parse_split, subset_positions
 
 
 # ----------------------------------------------------------------------------- image sets
@@ -74,8 +75,18 @@ def all_sets(target: Target, *, progress: bool = True) -> dict[str, ImageSet]:
     return {**target.image_sets, "generated": generated(target, progress=progress)}
 
 
+def shifted(target: Target) -> ImageSet:
+    """The subtle-shift split: a seeded subset of the target's held-out images (:attr:`Target.shifted_positions`),
+    re-acquired from their source pixels through :data:`provlib.acquisition.SHIFTED_ACQUISITION` (another tone
+    curve: the same content, another pipeline).  Their ids, labels and noise are the held-out
+    images' own, so an attack's score on an image with and without the shift differs by the pipeline alone."""
+    held = target.image_sets["heldout"].subset(target.shifted_positions, name=SHIFTED)
+    images = reacquire(target.manifest.datasets["heldout"], held.ids, target.config.image_size)
+    return ImageSet(SHIFTED, images, held.ids, held.labels)
+
+
 def split_images(target: Target, split: str, *, progress: bool = True) -> ImageSet:
-    """One split's images: ``member``, ``heldout``, ``external``, ``generated``, or ``open:<generator>``,
+    """One split's images: ``member``, ``heldout``, ``external``, ``shifted``, ``generated``, or ``open:<generator>``,
     optionally a seeded subset of it (``<split>#<n>``) and re-encoded (``<split>@<codec>``)."""
     target.source_of(split)  # checks the name
     base, count, codec = parse_split(split)
@@ -83,6 +94,8 @@ def split_images(target: Target, split: str, *, progress: bool = True) -> ImageS
         images = generated(target, progress=progress)
     elif base.startswith("open:"):
         images = generators.samples(target.run, base[len("open:"):], progress=progress)
+    elif base == SHIFTED:
+        images = shifted(target)
     else:
         images = target.image_sets[base]
     if count is not None:

@@ -20,9 +20,12 @@ seen by the probe, and measures what the decisions do on them:
 
 A fresh image whose 8-bit pixels equal those of any image of the target's
 splits (the datasets hold a few exact duplicates) is left out, counted.
-Each realised rate comes with its two-sided 95% Clopper-Pearson interval; the
-certified bound *holds* on a kind unless the realised rate is significantly
-above it (the interval's lower end over the bound).
+Each realised rate comes with its two-sided 95% Clopper-Pearson interval, judged
+against the certified rate in one of three outcomes (:func:`bound_outcome`): the
+bound *holds* when the whole interval lies at or under it, *does not hold* when
+the interval's lower end is above it, and the fresh images cannot tell
+(*inconclusive*) otherwise.  (``holds``, the older point of view, only says that
+the realised rate is not significantly above the bound.)
 """
 from __future__ import annotations
 
@@ -189,11 +192,25 @@ def rate_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, floa
     return lo, hi
 
 
+HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"   # as provlib.report.verdicts
+
+
+def bound_outcome(lo: float, hi: float, certified: float) -> str:
+    """A certified rate judged by the two-sided interval [``lo``, ``hi``] of the realised one: ``holds`` when
+    the interval lies at or under ``certified`` (upper end <= certified), ``does not hold`` when its lower end
+    is above it, ``inconclusive`` otherwise."""
+    if hi <= certified:
+        return HOLDS
+    return FAILS if lo > certified else INCONCLUSIVE
+
+
 def realised_rates(probe: origin.OriginProbe, fresh: list[FreshKind], probs: dict[str, np.ndarray],
                    rates=RATES) -> list[dict]:
     """One row per decision, rate and kind of negative: the calibration behind the threshold, the rate it
     certifies, and the realised rate on the fresh negatives of that kind with its interval.  ``probs`` maps a
-    kind to the probabilities of its fresh images (:func:`probabilities`)."""
+    kind to the probabilities of its fresh images (:func:`probabilities`).  ``outcome``: the certified rate
+    judged by the realised rate's interval (:func:`bound_outcome`); ``holds``: the realised rate is not
+    significantly above it (the interval's lower end at or under it); both ``None`` where nothing was measured."""
     source = {f.kind: f for f in fresh}
     rows = []
     for cls in ("member", "generated"):
@@ -206,16 +223,17 @@ def realised_rates(probe: origin.OriginProbe, fresh: list[FreshKind], probs: dic
                        "refused": dec.refused, "reason": dec.reason(), "calibration_above": bound.above,
                        "certified_fpr": bound.certified, "fresh_source": f.source, "duplicates_left_out": f.duplicates,
                        "fresh_negatives": 0 if f.images is None else len(f.images), "fresh_above": None,
-                       "realised_fpr": None, "realised_lo": None, "realised_hi": None, "holds": None}
+                       "realised_fpr": None, "realised_lo": None, "realised_hi": None, "holds": None,
+                       "outcome": None}
                 if not dec.refused and f.images is not None:
                     above = int(dec.apply(probs[f.kind][:, c]).sum())
                     n = len(f.images)
                     lo, hi = rate_interval(above, n)
                     row.update(fresh_above=above, realised_fpr=above / n, realised_lo=lo, realised_hi=hi,
-                               holds=bool(lo <= bound.certified))
+                               holds=bool(lo <= bound.certified), outcome=bound_outcome(lo, hi, bound.certified))
                 rows.append(row)
     return rows
 
 
-__all__ = ["FRESH_IDS", "RATES", "FreshKind", "fresh_kinds", "load_shipped", "probabilities", "rate_interval",
+__all__ = ["FRESH_IDS", "RATES", "FreshKind", "bound_outcome", "fresh_kinds", "load_shipped", "probabilities", "rate_interval",
            "realised_rates"]

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .. import attacks, classifiers, metrics, probe
 from ..attacks import gsa
@@ -134,7 +135,8 @@ def _budget_columns(run: Run, X_tr: np.ndarray, y_tr: np.ndarray, cols: list) ->
 def three_way(target: Target, setting: str) -> list[dict]:
     """3-way origin (member / generated / non-member) for each peer's signal as a probe, the trajectory
     probe, and the combined probe at every budget (columns chosen on the 3-way training rows, by the macro
-    criterion): one row per method with its passes, seconds and :func:`.origin.multiclass_report`."""
+    criterion): one row per method with its passes, seconds and :func:`.origin.multiclass_report`, and the
+    evaluation rows' ``labels`` and the method's class ``probabilities`` (tensors; the same rows for every method)."""
     run, cols = target.run, G.columns(target.run)
     X_tr, y_tr = origin.three_way_rows(target, setting, "train", columns=cols)
     X_ev, y_ev = origin.three_way_rows(target, setting, "eval", columns=cols)
@@ -144,10 +146,12 @@ def three_way(target: Target, setting: str) -> list[dict]:
     for method, chosen in _budget_columns(run, X_tr, y_tr, cols).items():
         j = [index[c] for c in chosen]
         rep = origin.three_way_fit(run, X_tr[:, j], y_tr, X_ev[:, j], y_ev)
+        labels, probabilities = rep.pop("labels"), rep.pop("probabilities")
         rows.append({"method": method, "budget": budget_of(method), "passes": total_passes(chosen),
                      "seconds": G.seconds_of(chosen, per_pass),
                      "columns": describe(chosen), **{k: v for k, v in rep.items() if not isinstance(v, (dict, list))},
-                     "negatives": min(rep["negatives"].values()), "confusion": rep["confusion"]})
+                     "negatives": min(rep["negatives"].values()), "confusion": rep["confusion"],
+                     "labels": torch.as_tensor(labels), "probabilities": torch.as_tensor(probabilities)})
     return rows
 
 
@@ -170,6 +174,8 @@ def open_world(target: Target) -> dict:
         else:
             chosen = [("secmi", r["chosen_t"])]
         r["passes"], r["columns"], r["budget"] = total_passes(chosen), describe(chosen), budget_of(method)
+        for v in r["rows"].values():
+            v["hits"] = torch.as_tensor(v["hits"])
     return res
 
 
@@ -193,20 +199,23 @@ def default_budget(rows: list[dict]) -> int:
     return max(chosen)
 
 
+def covering_pairs(table, combined, others) -> list[tuple]:
+    """``[(combined row, other row), ...]``: every pair of a combined probe and another method where the combined
+    probe's budget covers the other's cost (``"full"`` covers any).  ``table`` (a DataFrame with ``budget`` and
+    ``passes`` columns) holds both; ``combined`` and ``others`` are boolean masks of its rows.  The rows the claim
+    "the combined probe is at least as good as every peer at every budget at or above the peer's cost" is about."""
+    return [(c.Index, o.Index) for o in table[others].itertuples() for c in table[combined].itertuples()
+            if c.budget == FULL or int(c.budget) >= o.passes]
+
+
 def worst_margin(table, metric: str, combined, others) -> tuple:
-    """``(margin, combined row, other row)``: the smallest margin in ``metric`` of a combined probe over another
-    method, over every pair where the combined probe's budget covers the other's cost (``"full"`` covers any).
-    ``table`` (a DataFrame with ``budget`` and ``passes`` columns) holds both; ``combined`` and ``others`` are
-    boolean masks of its rows.  The claim "the combined probe is at least as good as every peer at every budget
-    at or above the peer's cost" holds when the margin is not negative."""
+    """``(margin, combined row, other row)``: the smallest point-estimate margin in ``metric`` of a combined probe
+    over another method, over the :func:`covering_pairs`."""
     worst = None
-    for o in table[others].itertuples():
-        for c in table[combined].itertuples():
-            if c.budget != FULL and int(c.budget) < o.passes:
-                continue
-            margin = table.loc[c.Index, metric] - table.loc[o.Index, metric]
-            if worst is None or margin < worst[0]:
-                worst = (margin, c.Index, o.Index)
+    for ci, oi in covering_pairs(table, combined, others):
+        margin = table.loc[ci, metric] - table.loc[oi, metric]
+        if worst is None or margin < worst[0]:
+            worst = (margin, ci, oi)
     return worst
 
 
@@ -239,5 +248,5 @@ def open_world_evaluation(target: Target) -> dict:
 
 
 __all__ = ["BUDGETS", "FULL", "Budgeted", "evaluate", "evaluation", "describe", "method_name", "three_way",
-           "three_way_evaluation", "open_world", "open_world_evaluation", "budget_of", "default_budget", "worst_margin",
-           "FAMILY_PROBES"]
+           "three_way_evaluation", "open_world", "open_world_evaluation", "budget_of", "default_budget",
+           "covering_pairs", "worst_margin", "FAMILY_PROBES"]

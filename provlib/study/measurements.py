@@ -42,14 +42,17 @@ from ..probe import log_features
 from .artifacts import chunked, features
 from .run import Run, Target, parse_split, subset_positions
 
+# Each single-timestep peer is scanned where it is strong: small t (10, 20) and its published default, the t
+# chosen on training rows (membership.single_score).
 BASELINE_TIMESTEPS = {
-    "pia": (50, 100, 200, 300, 500),           # PIA's default is 200
-    "pian": (50, 100, 200, 300, 500),
-    "sima": (0, 20, 40, 60, 80, 100, 150, 200),  # SimA scans small t
-    "secmi": (50, 100, 200),                   # SecMI's default t_sec is 100, k = 10
+    "pia": (10, 20, 50, 100, 200, 300, 500),        # PIA's default is 200
+    "pian": (10, 20, 50, 100, 200, 300, 500),
+    "sima": (0, 10, 20, 40, 60, 80, 100, 150, 200),  # SimA scans small t (0, 20, 40, ...)
+    "secmi": (10, 20, 50, 100, 200),                # SecMI's default t_sec is 100, k = 10
+    "loss": (10, 20),   # the loss attack's small t beside the trajectory grid (its default, ~350, is on the grid)
 }
 GSA_POINTS = 10  # GSA's timesteps: 10 points of the trajectory grid, evenly spread (gsa_timesteps)
-MEASURES = ("trajectory", "pia", "pian", "sima", "secmi", "gsa1", "gsa2")
+MEASURES = ("trajectory", "loss", "pia", "pian", "sima", "secmi", "gsa1", "gsa2")
 # family -> (measurement, entry of it)
 SOURCES = {"loss": ("trajectory", "loss"), "grad_x": ("trajectory", "grad_x"),
            "grad_theta": ("trajectory", "grad_theta"), "sima_l2": ("sima", "l2"), "sima_l4": ("sima", "values"),
@@ -77,7 +80,7 @@ def gsa_timesteps(run: Run) -> list[int]:
 def measure(target: Target, method: str, split: str, *, progress: bool = True) -> dict:
     """Raw measurements of ``method`` on one split: ``{"values": (N, ...), ..., "seconds_per_image": s}``.
 
-    ``values`` is (N, T) over :data:`BASELINE_TIMESTEPS` for pia, pian, sima and
+    ``values`` is (N, T) over :data:`BASELINE_TIMESTEPS` for loss, pia, pian, sima and
     secmi (lower = member; sima adds ``l2``, the squared l2 norm of the same
     prediction; secmi adds ``residuals`` (N, T, C, H, W)), (N, layers)
     for gsa1 / gsa2 (at :func:`gsa_timesteps`; gsa2 from the features' own
@@ -100,6 +103,11 @@ def measure(target: Target, method: str, split: str, *, progress: bool = True) -
 
 def _peer_measurement(target: Target, method: str, split: str):
     """``(timesteps, compute, shapes, code version)`` of a peer's measurement, for :func:`chunked`."""
+    if method == "loss":   # the trajectory kernel's loss, same per-sample noise (seed, id, t), forward passes only
+        ts, seed = BASELINE_TIMESTEPS["loss"], target.noise_seed(split)
+        compute = lambda model, part, cb: {"values": trajectory.trajectory_features(  # noqa: E731
+            *model, part.images, list(ts), seed=seed, ids=part.ids, features=["loss"], cond=part.cond)["loss"]}
+        return ts, compute, {"values": (len(ts),)}, code_version(trajectory, persample)
     if method in ("pia", "pian"):
         ts = BASELINE_TIMESTEPS[method]
         compute = lambda model, part, cb: {"values": pia.pia_distance(*model, part.images, list(ts),  # noqa: E731

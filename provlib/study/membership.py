@@ -1,8 +1,10 @@
 """The membership study: every method on a target's images, evaluated honestly (Table 2 and after).
 
 The methods read the measurements of :mod:`.measurements`.  Evaluation, per
-target and setting (members vs same-distribution ``heldout`` images, or vs
-``external`` MNIST digits):
+target and setting (members vs same-distribution ``heldout`` images, vs
+``external`` MNIST digits, or vs ``shifted`` held-out images: the same images
+re-acquired through another pipeline, a subtle shift whose rows match the
+held-out setting's, :func:`matched`):
 
 - rows: a seeded share ``probe_train_frac`` of each class trains (probes,
   classifiers, thresholds, timesteps); the rest evaluates;
@@ -38,10 +40,14 @@ from ..seeds import stream_seed
 from . import artifacts, measurements
 from .artifacts import split_images
 from .measurements import BASELINE_TIMESTEPS, MEASURES, gsa_timesteps, measure
-from .run import Run, Target
+from .run import SHIFTED, Run, Target
 
 SETTINGS = {"heldout": "members vs same-distribution held-out images",
             "external": "members vs external images (MNIST)"}
+# the subtle shift (Table 2's distribution-shift setting, as CelebA-HQ against FFHQ): held-out images re-acquired
+# through another pipeline (provlib.acquisition.SHIFTED_ACQUISITION), their rows matched to the held-out setting's
+SHIFT = {SHIFTED: "members vs held-out images through another acquisition pipeline (a subtle shift)"}
+ALL_SETTINGS = {**SETTINGS, **SHIFT}
 SECMI_NN_T = 100        # the t_sec whose residual maps SecMI_NNs classifies (the paper's default)
 SECMI_NN_SHARE = 0.2    # SecMI_NNs trains on 20% of the rows (drawn from the training rows)
 
@@ -74,11 +80,23 @@ class Rows:
 
 def rows(target: Target, setting: str) -> Rows:
     """The seeded training rows of members and of the setting's non-members (the same members in every setting)."""
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; choose from {sorted(SETTINGS)}")
-    sets = target.image_sets
-    masks = {s: target.run.train_mask(len(sets[s]), f"probe:{s}") for s in ("member", setting)}
-    return Rows(setting, masks, {s: len(sets[s]) for s in ("member", setting)})
+    if setting not in ALL_SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; choose from {sorted(ALL_SETTINGS)}")
+    n = {s: len(target.image_sets[s]) for s in ("member", setting) if s != SHIFTED}
+    if setting == SHIFTED:
+        n[SHIFTED] = len(target.shifted_positions)
+    masks = {s: target.run.train_mask(k, f"probe:{s}") for s, k in n.items()}
+    return Rows(setting, masks, n)
+
+
+def matched(target: Target, result: "Result") -> np.ndarray:
+    """A held-out-setting result's evaluation scores on the shifted setting's evaluation rows: the same members,
+    and each shifted image's own held-out original (:meth:`Target.matched_heldout_rows`), in the shifted rows'
+    order, so that the two settings compare row for row."""
+    r = rows(target, "heldout")
+    n_pos = int((~r.masks["member"]).sum())
+    scores = np.asarray(result.eval_scores)
+    return np.r_[scores[:n_pos], scores[n_pos:][target.matched_heldout_rows()]]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -207,8 +225,8 @@ def evaluate(target: Target, setting: str, *, progress: bool = True) -> dict[str
     sec = {meth: _mean_seconds(m[meth], r) for meth in MEASURES}
     traj = {s: m["trajectory"][s] for s in splits}
     per_pass = sec["sima"] / len(BASELINE_TIMESTEPS["sima"])  # one forward at a batch of images, as SimA timed it
-    out = {"Loss": single_score(run, r, "Loss", {s: -np.log(traj[s]["loss"].numpy()) for s in splits}, run.grid,
-                                attacks.passes("loss", [0]), per_pass)}
+    out = {"Loss": single_score(run, r, "Loss", *_loss_scores(run, traj, m["loss"]), attacks.passes("loss", [0]),
+                                per_pass)}
     for meth, name in (("pia", "PIA"), ("pian", "PIAN"), ("sima", "SimA"), ("secmi", "SecMI_stat")):
         out[name] = _single_peer(run, r, meth, name, {s: -m[meth][s]["values"].numpy() for s in splits}, sec[meth])
     for meth, name in (("gsa1", "GSA_1"), ("gsa2", "GSA_2")):
@@ -229,6 +247,17 @@ def evaluate(target: Target, setting: str, *, progress: bool = True) -> dict[str
     out["Trajectory probe"] = fitted(run, r, "Trajectory probe", X, probe_fit_score(run.seed),
                                      attacks.passes("trajectory", run.grid, features=FEATURES), sec["trajectory"])
     return out
+
+
+def _loss_scores(run: Run, traj: dict, small_t: dict) -> tuple[dict, np.ndarray]:
+    """The loss attack's scores ``-log L_t`` over the trajectory grid and the small t measured beside it
+    (:data:`BASELINE_TIMESTEPS` ``["loss"]``, those not on the grid), columns in order of t; and those t."""
+    extra = [j for j, t in enumerate(BASELINE_TIMESTEPS["loss"]) if t not in set(run.grid.tolist())]
+    ts = np.r_[run.grid, np.asarray(BASELINE_TIMESTEPS["loss"])[extra]].astype(int)
+    order = np.argsort(ts, kind="stable")
+    scores = {s: -np.log(np.c_[traj[s]["loss"].numpy(), small_t[s]["values"].numpy()[:, extra]])[:, order]
+              for s in traj}
+    return scores, ts[order]
 
 
 def _single_peer(run: Run, r: Rows, meth: str, name: str, scores: dict, seconds: float) -> Result:

@@ -34,10 +34,13 @@ from ..probe import LinearProbe, feature_matrix
 from . import measurements
 from .measurements import BASELINE_TIMESTEPS, measured, measured_once
 from .membership import cv_scores, probe_fit_score
-from .run import Run, Target, parse_split, split_name, train_mask
+from .run import SHIFTED, Run, Target, parse_split, split_name, train_mask
 
 SETTINGS = {"heldout": "non-members are same-distribution held-out images",
             "external": "non-members are external images (MNIST)"}
+# the subtle shift: held-out images re-acquired through another pipeline, rows matched to the held-out setting's
+# (provlib.study.membership.SHIFT, :func:`matched`)
+ALL_SETTINGS = {**SETTINGS, SHIFTED: "non-members are held-out images through another acquisition pipeline"}
 CLASSES = ("member", "generated", "non-member")
 FPRS = (0.01, 0.001)
 REAL = ("member", "heldout")         # the real class of model attribution
@@ -80,8 +83,8 @@ def _stack(target: Target, splits: dict[int, list[str]], part: str, families, co
 def three_way_rows(target: Target, setting: str, part: str, *, families=FEATURES, columns=None,
                    count: int | None = None, codec: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """(X, y) of the 3-way task's ``part`` rows ("train" or "eval"); y: 0 member, 1 generated, 2 non-member."""
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; choose from {sorted(SETTINGS)}")
+    if setting not in ALL_SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; choose from {sorted(ALL_SETTINGS)}")
     bases = {0: "member", 1: "generated", 2: setting}
     return _stack(target, {k: [split_name(b, count, codec)] for k, b in bases.items()}, part, families,
                   columns=columns)
@@ -89,7 +92,8 @@ def three_way_rows(target: Target, setting: str, part: str, *, families=FEATURES
 
 def three_way(target: Target, setting: str, *, families=FEATURES, columns=None, count: int | None = None,
               codec: str = "none", refit: bool = False) -> dict:
-    """The 3-way probe of one setting: metrics with intervals, confusion matrix, evaluation counts.
+    """The 3-way probe of one setting: metrics with intervals, confusion matrix, evaluation counts, and the
+    evaluation rows' ``labels`` and class ``probabilities`` (:func:`three_way_fit`).
 
     ``columns`` (``(family, t)`` pairs of :mod:`.signals`) replace ``families``
     by any signal columns.  ``count``: use a seeded subset of that many images
@@ -102,10 +106,22 @@ def three_way(target: Target, setting: str, *, families=FEATURES, columns=None, 
     return three_way_fit(target.run, X_tr, y_tr, X_ev, y_ev)
 
 
+def matched(target: Target, heldout: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A held-out 3-way result's evaluation ``(labels, probabilities)`` on the shifted setting's evaluation
+    rows: the same member and generated rows, and each shifted non-member's own held-out original
+    (:meth:`Target.matched_heldout_rows`), so that the two settings compare row for row."""
+    y, P = np.asarray(heldout["labels"]), np.asarray(heldout["probabilities"])
+    non = np.flatnonzero(y == 2)[target.matched_heldout_rows()]
+    keep = np.r_[np.flatnonzero(y != 2), non]
+    return y[keep], P[keep]
+
+
 def three_way_fit(run: Run, X_tr: np.ndarray, y_tr: np.ndarray, X_ev: np.ndarray, y_ev: np.ndarray) -> dict:
-    """Fit the multinomial probe on the training rows, report on the evaluation rows (:func:`multiclass_report`)."""
+    """Fit the multinomial probe on the training rows, report on the evaluation rows (:func:`multiclass_report`);
+    ``labels`` and ``probabilities`` keep the evaluation rows' classes and the probe's (n, 3) class probabilities,
+    for claims that compare two probes on the same rows (:func:`provlib.report.verdicts.paired`)."""
     P = LinearProbe(seed=run.seed).fit(X_tr, y_tr).predict_proba(X_ev)
-    return multiclass_report(run, y_ev, P)
+    return {**multiclass_report(run, y_ev, P), "labels": np.asarray(y_ev), "probabilities": np.asarray(P)}
 
 
 def multiclass_report(run: Run, y: np.ndarray, P: np.ndarray) -> dict:
@@ -147,14 +163,17 @@ def attribution(target: Target, *, count: int | None = None, codec: str = "none"
 
     ``probes`` adds linear probes on other columns, ``{name: [(family, t), ...]}``
     (:mod:`.signals`), fitted and thresholded like the trajectory probe.
-    Returns ``{method: {"threshold", "chosen_t", "rows": {source: {"attributed", "lo", "hi", "n"}}}}``;
+    Returns ``{method: {"threshold", "chosen_t", "rows": {source: {"attributed", "lo", "hi", "n", "hits"}}}}``
+    (``hits``: each evaluation image's call, 1 attributed to the target, in the same order for every method);
     sources are ``generated`` (the target's own held-back samples: the TPR), the
-    real splits (their share is the FPR) and ``open:<generator>`` for each unseen generator.
+    real splits (their share is the FPR), ``shifted`` (held-out images through another pipeline: never
+    trained on, their evaluation rows those of their originals) and ``open:<generator>`` for each
+    unseen generator.
     """
     fit_codec = codec if refit else "none"
     pos, neg = [split_name("generated", count, fit_codec)], [split_name(s, count, fit_codec) for s in REAL]
     run = target.run
-    sources = ["generated", *REAL, *(f"open:{g}" for g in run.open_world)]
+    sources = ["generated", *REAL, SHIFTED, *(f"open:{g}" for g in run.open_world)]
     probes = {"Trajectory probe": None, **(probes or {})}
     out = {}
     for method in [*ATTRIBUTION_METHODS, *(m for m in probes if m not in ATTRIBUTION_METHODS)]:
@@ -184,7 +203,7 @@ def attribution(target: Target, *, count: int | None = None, codec: str = "none"
                 s = s[~mask(run, split, len(s))]
             hit = (s >= thr).astype(float)
             _, lo, hi = bootstrap_mean(hit, n_boot=run.n_bootstrap, seed=run.seed)
-            rows[src] = {"attributed": float(hit.mean()), "lo": lo, "hi": hi, "n": int(len(hit))}
+            rows[src] = {"attributed": float(hit.mean()), "lo": lo, "hi": hi, "n": int(len(hit)), "hits": hit}
         out[method] = {"threshold": float(thr), "chosen_t": chosen, "rows": rows}
     return out
 

@@ -159,6 +159,32 @@ class Target:
         target evaluates fewer than it trained on), ``heldout`` and ``external``."""
         return evaluated_sets(self.config, self.run.seed, self.manifest)
 
+    @cached_property
+    def shifted_positions(self) -> np.ndarray:
+        """Positions, among the held-out images, of those the subtle-shift setting re-acquires (:data:`SHIFTED`):
+        ``config.n_shifted`` of them, drawn so that the split's own training rows (:meth:`Run.train_mask` of
+        stream ``probe:shifted``, as for any split) are held-out training rows and its evaluation rows held-out
+        evaluation rows.  A method's scores on an image with and without the shift are then both training or
+        both evaluation scores, and the two settings can be compared row for row (see
+        :meth:`matched_heldout_rows`)."""
+        n = len(self.image_sets["heldout"])
+        k = min(self.config.n_shifted, n)
+        held, own = self.run.train_mask(n, "probe:heldout"), self.run.train_mask(k, f"probe:{SHIFTED}")
+        rng = np.random.default_rng(stream_seed(self.run.seed, SHIFTED))
+        pos = np.empty(k, dtype=np.int64)
+        for part in (True, False):
+            pool = np.flatnonzero(held == part)
+            pos[own == part] = np.sort(rng.choice(pool, int((own == part).sum()), replace=False))
+        return pos
+
+    def matched_heldout_rows(self) -> np.ndarray:
+        """For each evaluation row of the shifted split (in order), its index among the held-out split's
+        evaluation rows: the same image before the shift."""
+        n = len(self.image_sets["heldout"])
+        held_eval = np.flatnonzero(~self.run.train_mask(n, "probe:heldout"))
+        own = self.run.train_mask(len(self.shifted_positions), f"probe:{SHIFTED}")
+        return np.searchsorted(held_eval, self.shifted_positions[~own])
+
     @property
     def model(self) -> TargetModel:
         """The target's model: shipped, cached or trained now (:func:`provlib.study.targets.resolve`)."""
@@ -185,6 +211,8 @@ class Target:
             get_generator(base[len("open:"):])
             return "generated:" + base[len("open:"):]
         datasets = self.manifest.datasets
+        if base == SHIFTED:   # held-out images through another pipeline: the same images, the same noise
+            return datasets["heldout"]
         if base not in [*datasets, "generated"]:
             raise ValueError(f"unknown split {split!r}; choose from {[*datasets, 'generated']} or open:<generator>")
         return "generated" if base == "generated" else datasets[base]
@@ -192,6 +220,9 @@ class Target:
     def noise_seed(self, split: str) -> int:
         """The run seed of the noise stream of ``split`` (:func:`source_of`)."""
         return stream_seed(self.run.seed, self.source_of(split))
+
+
+SHIFTED = "shifted"   # the split of held-out images re-acquired through another pipeline (provlib.acquisition.reacquire)
 
 
 def _as_fields(values: dict) -> dict:

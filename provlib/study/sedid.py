@@ -77,14 +77,26 @@ def _errors(target: Target, *, progress: bool = True) -> dict:
     return _both(target, lambda s: t_errors(target, s, sedid.T_SE, sedid.K, states=True, progress=progress))
 
 
+def _t_se_scores(target: Target, part: str, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, scores)`` of ``part``'s rows ("train" or "eval"): SeDID_stat's score ``-log t-error`` at
+    each ``T_SE`` of :data:`provlib.attacks.sedid.T_SE`, one column each."""
+    r = rows(target)
+    err = _errors(target, progress=progress)
+    scores = {s: -np.log(err[s]["values"].numpy()) for s in SPLITS}
+    return r.labels(part), r.stack(scores, part)
+
+
+def t_se_scores(target: Target, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, scores)`` of the evaluation rows: SeDID_stat's score at each ``T_SE`` (columns in the
+    order of :data:`provlib.attacks.sedid.T_SE`), for paired comparisons of two ``T_SE`` on the same rows."""
+    return _t_se_scores(target, "eval", progress=progress)
+
+
 def t_se_sweep(target: Target, *, progress: bool = True) -> list[dict]:
     """SeDID_stat at each ``T_SE`` (Table 1, Figure 4): the evaluation-row report (AUC, accuracy at the
     training rows' threshold, TPR at low FPR with the negatives behind it) and the training-row AUC."""
-    r = rows(target)
-    y_tr, y_ev = r.labels("train"), r.labels("eval")
-    err = _errors(target, progress=progress)
-    scores = {s: -np.log(err[s]["values"].numpy()) for s in SPLITS}
-    tr, ev = r.stack(scores, "train"), r.stack(scores, "eval")
+    y_tr, tr = _t_se_scores(target, "train", progress=progress)
+    y_ev, ev = _t_se_scores(target, "eval", progress=False)
     return [{"T_SE": int(t), "train_auc": auc(y_tr, tr[:, i]),
              **threshold_report(target.run, y_ev, ev[:, i], y_tr, tr[:, i])}
             for i, t in enumerate(sedid.T_SE)]

@@ -52,6 +52,7 @@ class TargetConfig:
     n_external: int                    # images of another dataset
     train: TrainConfig | LatentTrainConfig = field(default_factory=TrainConfig)
     n_member_eval: int | None = None   # members the study evaluates (a seeded subset); None: all of them
+    n_shifted: int = 500               # held-out images the subtle-shift setting re-acquires (provlib.acquisition.reacquire)
     dataset: str = "fashion_mnist"
     external: str = "mnist"
     image_size: int = 16
@@ -98,15 +99,15 @@ _LATENT = LatentTrainConfig(model=LatentConfig(vae=VAEConfig(block_out_channels=
 
 
 TARGETS: dict[str, TargetConfig] = {
-    "tiny": TargetConfig("tiny", n_member=100, n_heldout=300, n_external=100,
+    "tiny": TargetConfig("tiny", n_member=100, n_heldout=300, n_external=100, n_shifted=100,
                          train=TrainConfig(unet=UNetConfig(block_out_channels=(16, 32)), epochs=40, batch_size=50,
                                            warmup_steps=20)),
     # the tiny profile's SeDID datasets: tiny's recipe on MNIST and on the 8x8 digits
-    "tiny-mn": TargetConfig("tiny-mn", n_member=100, n_heldout=300, n_external=100, dataset="mnist",
+    "tiny-mn": TargetConfig("tiny-mn", n_member=100, n_heldout=300, n_external=100, n_shifted=100, dataset="mnist",
                             external="fashion_mnist",
                             train=TrainConfig(unet=UNetConfig(block_out_channels=(16, 32)), epochs=40, batch_size=50,
                                               warmup_steps=20)),
-    "tiny-dg": TargetConfig("tiny-dg", n_member=100, n_heldout=300, n_external=100, dataset="digits",
+    "tiny-dg": TargetConfig("tiny-dg", n_member=100, n_heldout=300, n_external=100, n_shifted=100, dataset="digits",
                             external="mnist",
                             train=TrainConfig(unet=UNetConfig(block_out_channels=(16, 32)), epochs=40, batch_size=50,
                                               warmup_steps=20)),
@@ -129,9 +130,9 @@ TARGETS: dict[str, TargetConfig] = {
     "sd1000-empty": TargetConfig("sd1000-empty", n_member=1000, n_heldout=1000, n_external=500, n_autoencoder=2000,
                                  n_member_eval=500, prompt="empty", train=dataclasses.replace(_LATENT, epochs=200),
                                  model="sd1000"),
-    "tiny-sd": TargetConfig("tiny-sd", n_member=100, n_heldout=300, n_external=100, n_autoencoder=300,
+    "tiny-sd": TargetConfig("tiny-sd", n_member=100, n_heldout=300, n_external=100, n_shifted=100, n_autoencoder=300,
                             prompt="caption", train=_LATENT_TINY),
-    "tiny-sd-empty": TargetConfig("tiny-sd-empty", n_member=100, n_heldout=300, n_external=100, n_autoencoder=300,
+    "tiny-sd-empty": TargetConfig("tiny-sd-empty", n_member=100, n_heldout=300, n_external=100, n_shifted=100, n_autoencoder=300,
                                   prompt="empty", train=_LATENT_TINY, model="tiny-sd"),
 }
 

@@ -205,17 +205,26 @@ def features(table: pd.DataFrame, methods, n: int, role: str) -> tuple[np.ndarra
     return np.concatenate(parts, axis=1), y, models
 
 
-def discriminate(table: pd.DataFrame, name: str, n: int, *, n_boot: int, seed: int) -> dict:
-    """The statistical-level discriminator ``name`` (:data:`DISCRIMINATORS`): a linear probe over the keys'
-    scores, fit on shadow models (its decision threshold too), reported on test models: balanced accuracy,
-    AUC and TPR at 10% FPR with bootstrap intervals over test models."""
+def discriminator_scores(table: pd.DataFrame, name: str, n: int, *, seed: int) -> dict:
+    """The statistical-level discriminator ``name`` (:data:`DISCRIMINATORS`) fit on shadow models, and its
+    scores on the test models: ``{"labels", "scores", "models"}`` (test models sorted by name, the same order
+    for every discriminator: paired comparisons), its decision ``threshold`` (best balanced accuracy on the
+    shadow models) and the number of ``shadow models``."""
     Xs, ys, _ = features(table, DISCRIMINATORS[name], n, "shadow")
-    Xt, yt, _ = features(table, DISCRIMINATORS[name], n, "test")
+    Xt, yt, models = features(table, DISCRIMINATORS[name], n, "test")
     cv = int(min(5, np.bincount(ys).min()))
     if cv < 2:
         raise ValueError("the discriminator needs at least 2 shadow models of each class (suspects_per_role >= 2)")
     probe = LinearProbe(seed=seed, cv=cv).fit(Xs, ys)
-    threshold = best_threshold(ys, probe.decision_function(Xs))
-    rep = binary_report(yt, probe.decision_function(Xt), threshold=threshold, fprs=(0.1,), n_boot=n_boot, seed=seed)
+    return {"labels": yt, "scores": probe.decision_function(Xt), "models": models,
+            "threshold": best_threshold(ys, probe.decision_function(Xs)), "shadow models": len(ys)}
+
+
+def discriminate(table: pd.DataFrame, name: str, n: int, *, n_boot: int, seed: int) -> dict:
+    """The statistical-level discriminator ``name`` (:data:`DISCRIMINATORS`): a linear probe over the keys'
+    scores, fit on shadow models (its decision threshold too), reported on test models: balanced accuracy,
+    AUC and TPR at 10% FPR with bootstrap intervals over test models (:func:`discriminator_scores`)."""
+    d = discriminator_scores(table, name, n, seed=seed)
+    rep = binary_report(d["labels"], d["scores"], threshold=d["threshold"], fprs=(0.1,), n_boot=n_boot, seed=seed)
     return {"discriminator": name, "features": " + ".join(DISCRIMINATORS[name]), "n_keys": n,
-            "shadow models": len(ys), **rep}
+            "shadow models": d["shadow models"], **rep}
