@@ -179,3 +179,17 @@ def test_a_certified_rate_is_judged_by_the_realised_rate_interval():
     assert bound_outcome(0.0, 0.008, 0.01) == V.HOLDS            # the whole interval at or under the bound
     assert bound_outcome(0.02, 0.05, 0.01) == V.FAILS            # even its lower end above the bound
     assert bound_outcome(0.0, 0.06, 0.01) == V.INCONCLUSIVE      # 60 fresh negatives cannot confirm 1%
+
+
+def test_tables_say_a_tpr_the_negatives_cannot_measure():
+    import pandas as pd
+    from provlib.report.outputs import unmeasurable_masked
+
+    df = pd.DataFrame({"method": ["few", "many"], "tpr@0.1%fpr": [0.5, 0.2], "tpr@0.1%fpr_lo": [0.4, 0.1],
+                       "tpr@1%fpr": [0.6, 0.7], "n_neg": [125, 2000]})
+    out = unmeasurable_masked(df)
+    assert list(out["tpr@0.1%fpr"]) == ["not measurable", 0.2] and list(out["tpr@0.1%fpr_lo"]) == ["not measurable", 0.1]
+    assert list(out["tpr@1%fpr"]) == [0.6, 0.7] and df["tpr@0.1%fpr"].tolist() == [0.5, 0.2]   # the input untouched
+    three = pd.DataFrame({"macro_tpr@0.1%": [0.5], "negatives_member": [1250], "negatives_non-member": [500]})
+    assert unmeasurable_masked(three)["macro_tpr@0.1%"].tolist() == ["not measurable"]
+    assert unmeasurable_masked(pd.DataFrame({"tpr@0.1%fpr": [0.5]})).equals(pd.DataFrame({"tpr@0.1%fpr": [0.5]}))

@@ -10,6 +10,7 @@ differs from the profile's).  Each takes the notebook's run
 from __future__ import annotations
 
 import json
+import re
 import platform
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from .. import paths
 from ..versions import package_versions
 from ..io import atomic_write, atomic_write_text
 from ..study.run import Run
-from .verdicts import Verdict
+from .verdicts import Verdict, measurable
 
 PACKAGES = ("provlib", "torch", "diffusers", "numpy", "scikit-learn", "matplotlib", "papermill")
 
@@ -57,11 +58,39 @@ def _figure_metadata(ext: str) -> dict:
 
 
 def save_table(df: pd.DataFrame, run: Run, name: str, *, caption: str = "", floatfmt: str = ".3f") -> list:
-    """Save ``df`` as Markdown (with caption and provenance footer) and CSV under ``reports/<profile>/``."""
+    """Save ``df`` as Markdown (with caption and provenance footer) and CSV under ``reports/<profile>/``.
+
+    A TPR at an FPR that the row's negatives cannot measure is written as "not measurable"
+    (:func:`unmeasurable_masked`); ``df`` itself is left as it is."""
     d = paths.reports_dir(run.profile)
+    df = unmeasurable_masked(df)
     md_text = (f"{caption}\n\n" if caption else "") + df.to_markdown(index=False, floatfmt=floatfmt)
     md_text += f"\n\n_Computed by provlib: {provenance(run)}._\n"
     return [atomic_write_text(d / f"{name}.md", md_text), atomic_write_text(d / f"{name}.csv", df.to_csv(index=False))]
+
+
+_TPR_COLUMN = re.compile(r"^(?:macro_)?tpr@([0-9.]+)%(?:fpr)?(?:_lo|_hi)?$")
+NEGATIVES = ("n_neg", "negatives", "non-members")   # columns that count the negatives behind a row's TPRs
+
+
+def unmeasurable_masked(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every TPR-at-FPR cell (``tpr@0.1%fpr``, ``macro_tpr@0.1%`` and their ``_lo`` / ``_hi``) that its
+    row's negatives cannot measure (fewer than 1 / FPR: :func:`provlib.report.verdicts.measurable`) replaced by
+    ``"not measurable"``.  The negatives are read from ``n_neg``, ``negatives`` (3-way tables: the fewest of
+    any class) or ``non-members``, else from the ``negatives_<class>`` columns; a table without them is returned unchanged."""
+    tpr = {c: float(m.group(1)) / 100 for c in df.columns if isinstance(c, str) and (m := _TPR_COLUMN.match(c))}
+    per_class = [c for c in df.columns if isinstance(c, str) and c.startswith("negatives_")]
+    source = next((c for c in NEGATIVES if c in df.columns), None)
+    if not tpr or (source is None and not per_class):
+        return df
+    negatives = df[source] if source is not None else df[per_class].min(axis=1)
+    out = df.copy()
+    for col, fpr in tpr.items():
+        bad = [not pd.isna(n) and not measurable(fpr, int(n)) for n in negatives]
+        if any(bad):
+            out[col] = out[col].astype(object)
+            out.loc[bad, col] = "not measurable"
+    return out
 
 
 CLAIM_FIELDS = ("paper", "claim", "scope", "paper_value", "our_value", "verdict", "detail")
