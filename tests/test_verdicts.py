@@ -190,6 +190,7 @@ def test_tables_say_a_tpr_the_negatives_cannot_measure():
     out = unmeasurable_masked(df)
     assert list(out["tpr@0.1%fpr"]) == ["not measurable", 0.2] and list(out["tpr@0.1%fpr_lo"]) == ["not measurable", 0.1]
     assert list(out["tpr@1%fpr"]) == [0.6, 0.7] and df["tpr@0.1%fpr"].tolist() == [0.5, 0.2]   # the input untouched
-    three = pd.DataFrame({"macro_tpr@0.1%": [0.5], "negatives_member": [1250], "negatives_non-member": [500]})
+    three = pd.DataFrame({"non-members": ["heldout"], "macro_tpr@0.1%": [0.5], "negatives_member": [1250],
+                          "negatives_non-member": [500]})    # a column named like a count, holding a setting
     assert unmeasurable_masked(three)["macro_tpr@0.1%"].tolist() == ["not measurable"]
     assert unmeasurable_masked(pd.DataFrame({"tpr@0.1%fpr": [0.5]})).equals(pd.DataFrame({"tpr@0.1%fpr": [0.5]}))

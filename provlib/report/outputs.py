@@ -80,7 +80,7 @@ def unmeasurable_masked(df: pd.DataFrame) -> pd.DataFrame:
     any class) or ``non-members``, else from the ``negatives_<class>`` columns; a table without them is returned unchanged."""
     tpr = {c: float(m.group(1)) / 100 for c in df.columns if isinstance(c, str) and (m := _TPR_COLUMN.match(c))}
     per_class = [c for c in df.columns if isinstance(c, str) and c.startswith("negatives_")]
-    source = next((c for c in NEGATIVES if c in df.columns), None)
+    source = next((c for c in NEGATIVES if c in df.columns and pd.api.types.is_numeric_dtype(df[c])), None)
     if not tpr or (source is None and not per_class):
         return df
     negatives = df[source] if source is not None else df[per_class].min(axis=1)
