@@ -177,7 +177,7 @@ def evaluated_sets(config: TargetConfig, seed: int, manifest: SplitManifest | No
     sets = {split: embedded_images(m.datasets[split], config.image_size).subset(idx, name=split)
             for split, idx in m.indices.items() if split not in TRAINING_ONLY}
     if config.members_evaluated < config.n_member:
-        rng = np.random.default_rng(stream_seed(seed, f"members evaluated:{config.name}"))
+        rng = np.random.default_rng(stream_seed(seed, f"members evaluated:{config.model_name}"))  # one model, one member subset
         keep = np.sort(rng.choice(config.n_member, config.members_evaluated, replace=False))
         sets["member"] = sets["member"].subset(keep, name="member")
     return sets
