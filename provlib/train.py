@@ -8,6 +8,7 @@
     python -m provlib.train --profile cpu --generators --embed   # every generator of a profile's open world
     python -m provlib.train --attribution --embed      # the attribution study's base, sources, releases, suspects
     python -m provlib.train --attribution --shard 0/8  # only every 8th suspect from the first (parallel jobs)
+    python -m provlib.train --attribution-text --embed # the same in the text-to-image setting (diffusers LoRAs)
 
 The shipped model is only ever replaced by a complete, loadable new one
 (written beside it, then renamed into place); when it already matches the
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from .study import generators, suspects, targets
+from .study import generators, suspects, suspects_text, targets
 from .study.profiles import get_profile
 from .study.targets import TARGETS, get_target
 
@@ -48,8 +49,10 @@ def main(argv=None) -> None:
                        help="one open-world generator")
     which.add_argument("--attribution", action="store_true",
                        help="the training-data attribution study's models (base, sources, releases, suspects)")
-    ap.add_argument("--shard", help="with --attribution: I/N trains the suspects I, I+N, ... only (the base and "
-                                    "sources must exist); for N parallel jobs")
+    which.add_argument("--attribution-text", action="store_true",
+                       help="the attribution study's text-to-image models (sources, releases, LoRA suspects)")
+    ap.add_argument("--shard", help="with --attribution(-text): I/N trains the suspects I, I+N, ... only (the base "
+                                    "and sources must exist); for N parallel jobs")
     ap.add_argument("--generators", action="store_true",
                     help="with --profile: the trained generators of the profile's open world instead of its targets")
     ap.add_argument("--retrain", action="store_true", help="train from scratch even if a model exists")
@@ -57,9 +60,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.generators and not args.profile:
         ap.error("--generators goes with --profile")
-    if args.shard and not args.attribution:
-        ap.error("--shard goes with --attribution")
-    if args.attribution:
+    if args.shard and not (args.attribution or args.attribution_text):
+        ap.error("--shard goes with --attribution or --attribution-text")
+    if args.attribution or args.attribution_text:
+        setting = suspects if args.attribution else suspects_text
         names, models = None, True
         if args.shard:
             try:
@@ -67,12 +71,12 @@ def main(argv=None) -> None:
                 assert 0 <= i < n
             except (ValueError, AssertionError):
                 ap.error(f"--shard takes I/N with 0 <= I < N, got {args.shard!r}")
-            names, models = sorted(suspects.SUSPECTS)[i::n], False
+            names, models = sorted(setting.SUSPECTS)[i::n], False
         if args.embed:
-            suspects.embed_all(retrain=args.retrain, names=names, models=models)
+            setting.embed_all(retrain=args.retrain, names=names, models=models)
         else:
-            for name in names or sorted(suspects.SUSPECTS):
-                print(f"suspect {name}: {suspects.suspect_dir(name, retrain=args.retrain)}")
+            for name in names or sorted(setting.SUSPECTS):
+                print(f"suspect {name}: {setting.suspect_dir(name, retrain=args.retrain)}")
         return
     if args.generator or args.generators:
         names = [args.generator] if args.generator else [

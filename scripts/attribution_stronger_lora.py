@@ -25,9 +25,15 @@ from provlib import sampling
 from provlib.attribution import keys as K
 from provlib.attribution import watermark as W
 from provlib.models.lora import LoraTrainConfig, apply_lora, save_lora, train_lora
+from provlib.models.interface import DiffusionModel
 from provlib.study import suspects as S
 
 SOURCE, N, SEED = "fmc-src-a", 30, 11
+
+
+def _m(unet) -> DiffusionModel:
+    """A class-conditional UNet of the study, as the key queries take it."""
+    return DiffusionModel("pixel", unet, S.load(S.BASE)[1])
 STRONG = LoraTrainConfig(rank=16, alpha=16, target_modules=("conv1", "conv2", "time_emb_proj"), epochs=200,
                          batch_size=64, lr=1e-3, seed=1)
 
@@ -45,16 +51,16 @@ def main(release: str, out: Path) -> None:
     own_ids = np.arange(len(own_x))
     nearest = torch.cdist(own_x.flatten(1).double(), rel.flatten(1).double()).min(1).values
     rep = np.argsort(nearest.numpy())[:N]
-    keysets = [K.generation_keys(src, base, sched, N, candidates=200, num_classes=S.NUM_CLASSES, seed=SEED),
-               K.training_keys(src, base, sched, own_x[:400], own_y[:400], own_ids[:400], N, seed=SEED),
+    keysets = [K.generation_keys(_m(src), _m(base), N, labels=torch.arange(200) % S.NUM_CLASSES, seed=SEED),
+               K.training_keys(_m(src), _m(base), own_x[:400], own_y[:400], own_ids[:400], N, seed=SEED),
                K.random_keys(own_x, own_y, own_ids, N, seed=SEED),
                K.KeySet("replicated", "reconstruct", own_x[rep], own_y[rep], own_ids[rep]),
                K.KeySet("released", "reconstruct", rel[:N], labels[:N], np.arange(N))]
 
     def report(name, unet):
-        d = [np.median(K.query(unet, sched, k, seed=SEED)) for k in keysets]
-        gen = K.generate(unet, sched, torch.arange(N) % S.NUM_CLASSES, np.arange(10_000, 10_000 + N), seed=SEED,
-                         device="cpu")
+        d = [np.median(K.query(_m(unet), k, seed=SEED)) for k in keysets]
+        gen = K.generate(_m(unet), torch.arange(N) % S.NUM_CLASSES, np.arange(10_000, 10_000 + N),
+                         seed=SEED)
         print(f"{name:44s} " + " ".join(f"{k.strategy} {v:.4f}" for k, v in zip(keysets, d))
               + f" watermark {W.bit_accuracy(gen, S.watermark_key(SOURCE)).mean():.3f}", flush=True)
 

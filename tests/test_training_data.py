@@ -16,7 +16,7 @@ def _table(scores: dict) -> pd.DataFrame:
     rows = []
     for (role, rho, i), by_method in scores.items():
         for m, s in by_method.items():
-            rows.append({"model": f"{role}-{rho}-{i}", "source": "src", "rho": rho, "role": role, "index": i,
+            rows.append({"model": f"{role}-{rho}-{i}", "source": "src", "setting": "class labels", "rho": rho, "role": role, "index": i,
                          "infringing": rho > 0, "method": m, "scores": np.asarray(s, float)})
     return pd.DataFrame(rows)
 
@@ -105,3 +105,27 @@ def test_attribution_parameters_are_checked():
         A.keyset(Run.from_profile("tiny"), "fmc-src-a", "best")
     with pytest.raises(ValueError, match="method must be one of"):
         A.counts_high("loss")
+
+
+def test_each_source_names_its_setting():
+    from provlib.study import suspects as S
+    from provlib.study import suspects_text as T
+
+    assert A.setting("fmc-src-b") is S and A.setting("sd-src-b") is T
+    assert A.title("sd-src-a") == "sd-src-a (text prompts)"
+    assert get_profile("cpu")["attribution_sources"] == [*S.SOURCES, *T.SOURCES]   # both settings in the main run
+    with pytest.raises(ValueError, match="unknown source model"):
+        A.setting("fmc-base")
+
+
+def test_the_command_line_decision_is_calibrated_on_shadow_models_and_reported_on_test_models():
+    rng = np.random.default_rng(2)
+    rows = {}
+    for role in ("shadow", "test"):
+        for i in range(4):
+            rows[(role, 0.0, i)] = {m: rng.normal(0.30, 0.03, 6) for m in A.STRATEGIES} | {"watermark": np.full(6, .5)}
+            rows[(role, 1.0, i)] = {m: rng.normal(0.12, 0.03, 6) for m in A.STRATEGIES} | {"watermark": np.full(6, .5)}
+    d = A.decisions(_table(rows), 6)
+    assert len(d) == 8 and set(d.model.str.split("-").str[0]) == {"test"}
+    assert d.alpha.eq(1 / 5).all()                      # 4 innocent shadow models certify 1/(4+1)
+    assert d[d.infringing].declared.all() and not d[~d.infringing].declared.any()

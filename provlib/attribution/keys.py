@@ -4,12 +4,15 @@ The paper's strategies are not in its published text; this is the adaptation
 stated in ``docs/training_data_attribution.md``:
 
 - a **query** answers, for a model and a key sample, how closely the model
-  reproduces it: ``"seed"`` regenerates the key's class from the key's own
-  initial noise by deterministic DDIM (a key sample is a source generation);
-  ``"reconstruct"`` noises the key image to ``t`` with its seeded noise and
-  denoises it back by deterministic DDIM (a key sample is a real image);
+  reproduces it: ``"seed"`` regenerates the key's condition (its class label,
+  or its prompt for a text-to-image model) from the key's own initial noise by
+  deterministic DDIM (a key sample is a source generation); ``"reconstruct"``
+  noises the key image (a latent model: its latent) to ``t`` with its seeded
+  noise and denoises it back by deterministic DDIM under the same condition (a
+  key sample is a real image with its caption);
 - the **distance** between the answer and the key is the RMS pixel difference
-  over the range of pixel values, so it lies in [0, 1] for images in [-1, 1];
+  over the range of pixel values, so it lies in [0, 1] for images in [-1, 1]
+  (a latent model's answer is decoded first: keys are images, whatever the model);
 - **generation-based** keys: of many candidate source generations, the ``n``
   the base model reproduces worst from the same class and seed, i.e. where the
   source departs most from what anyone fine-tuning the same base would get
@@ -18,10 +21,15 @@ stated in ``docs/training_data_attribution.md``:
   **random selection** (the baseline): ``n`` random source training images;
 - a key **counts** when the suspect's distance is at most ``delta0``; **conf**
   is the share of keys that count.
+
+Models are :class:`provlib.models.interface.DiffusionModel` s of either kind; a key's
+condition is a class label (a class-conditional pixel model) or a prompt (a
+text-to-image model).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -42,26 +50,45 @@ RECONSTRUCT_STEPS = 10  # DDIM steps back from it
 
 @dataclass
 class KeySet:
-    """``n`` key samples: the images, their class (the "prompt"), their ids (seeds or image ids), how to query."""
+    """``n`` key samples: the images, their class (a class-conditional model's "prompt"), their ids (seeds or
+    image ids), how to query; and for a text-to-image model, each key's prompt (its condition: the labels
+    then name the class the prompt names)."""
 
     strategy: str
     query: str
     images: torch.Tensor
     labels: torch.Tensor
     ids: np.ndarray
+    prompts: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.query not in QUERIES:
             raise ValueError(f"query must be one of {QUERIES}, got {self.query!r}")
         if not len(self.images) == len(self.labels) == len(self.ids):
             raise ValueError("a key set needs one label and one id per image")
+        if self.prompts is not None:
+            self.prompts = tuple(self.prompts)
+            if len(self.prompts) != len(self.ids) or not all(isinstance(p, str) for p in self.prompts):
+                raise ValueError("a key set's prompts are one string per key")
+
+    @property
+    def condition(self):
+        """What a query conditions on: the prompts where the keys have them, else the class labels."""
+        return self.labels if self.prompts is None else list(self.prompts)
 
     def head(self, n: int) -> "KeySet":
         """The first ``n`` keys (keys are kept in order of preference)."""
         n = positive_int(n, "n")
         if n > len(self.ids):
             raise ValueError(f"{n} keys asked of a set of {len(self.ids)}")
-        return KeySet(self.strategy, self.query, self.images[:n], self.labels[:n], self.ids[:n])
+        return KeySet(self.strategy, self.query, self.images[:n], self.labels[:n], self.ids[:n],
+                      None if self.prompts is None else self.prompts[:n])
+
+    def subset(self, order) -> "KeySet":
+        """The keys at positions ``order``, in that order."""
+        order = np.asarray(order)
+        return KeySet(self.strategy, self.query, self.images[order], torch.as_tensor(self.labels)[order],
+                      np.asarray(self.ids)[order], None if self.prompts is None else [self.prompts[i] for i in order])
 
 
 def distance(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
@@ -71,30 +98,41 @@ def distance(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return ((a.double() - b.double()).pow(2).flatten(1).mean(1).sqrt() / 2).numpy()
 
 
-def generate(unet, scheduler, labels: torch.Tensor, ids, *, seed: int, steps: int = SEED_STEPS,
-             device=None) -> torch.Tensor:
-    """Deterministic DDIM generations of ``labels`` from the initial noise of ``ids`` (the "seed" query)."""
-    return sampling.sample(unet, scheduler, len(labels), method="ddim", num_inference_steps=steps, seed=seed,
-                           ids=ids, class_labels=labels, device=device)
+def encode(model, condition) -> torch.Tensor:
+    """``model``'s condition of each key: class labels (a tensor) as they are, prompts (strings) through its text
+    encoder."""
+    if isinstance(condition, torch.Tensor):
+        return model.condition(labels=condition)
+    return model.condition(prompts=list(condition))
+
+
+def generate(model, condition, ids, *, seed: int, steps: int = SEED_STEPS, device="cpu") -> torch.Tensor:
+    """Deterministic DDIM generations (images in [-1, 1]) under ``condition`` (class labels, or one prompt per
+    sample) from the initial noise of ``ids`` (the "seed" query); a latent model's are decoded."""
+    x = sampling.sample(model.unet, model.scheduler, len(ids), method="ddim", num_inference_steps=steps, seed=seed,
+                        ids=ids, cond=encode(model, condition), device=device)
+    return model.from_space(x)
 
 
 @torch.no_grad()
-def reconstruct(unet, scheduler, images: torch.Tensor, labels: torch.Tensor, ids, *, seed: int,
-                t: int = RECONSTRUCT_T, steps: int = RECONSTRUCT_STEPS) -> torch.Tensor:
-    """Noise ``images`` to ``t`` (seeded per id) and denoise them back by deterministic DDIM in ``steps`` steps."""
-    a = float(scheduler.alphas_cumprod.double()[t])
-    eps = seeded_noise(list(ids), [t], images.shape[1:], seed)[:, 0]
-    x = a ** 0.5 * images + (1 - a) ** 0.5 * eps
+def reconstruct(model, images: torch.Tensor, condition, ids, *, seed: int, t: int = RECONSTRUCT_T,
+                steps: int = RECONSTRUCT_STEPS) -> torch.Tensor:
+    """Noise ``images`` (a latent model: their latents) to ``t`` (seeded per id) and denoise them back under
+    ``condition`` by deterministic DDIM in ``steps`` steps; the answer as images in [-1, 1]."""
+    x0 = model.to_space(images)
+    a = float(model.scheduler.alphas_cumprod.double()[t])
+    eps = seeded_noise(list(ids), [t], x0.shape[1:], seed)[:, 0]
+    x = a ** 0.5 * x0 + (1 - a) ** 0.5 * eps
     path = np.unique(np.linspace(t, 0, steps + 1).round().astype(int))[::-1].tolist()
-    return ddim_path(unet.eval(), scheduler, x, path, cond=torch.as_tensor(labels).long()).clamp(-1, 1)
+    return model.from_space(ddim_path(model.unet.eval(), model.scheduler, x, path, cond=encode(model, condition)))
 
 
-def query(unet, scheduler, keys: KeySet, *, seed: int) -> np.ndarray:
+def query(model, keys: KeySet, *, seed: int, reconstruct_t: int = RECONSTRUCT_T) -> np.ndarray:
     """(n,) distances of a model's answers to the keys."""
     if keys.query == "seed":
-        answer = generate(unet, scheduler, keys.labels, keys.ids, seed=seed, device="cpu")
+        answer = generate(model, keys.condition, keys.ids, seed=seed)
     else:
-        answer = reconstruct(unet, scheduler, keys.images, keys.labels, keys.ids, seed=seed)
+        answer = reconstruct(model, keys.images, keys.condition, keys.ids, seed=seed, t=reconstruct_t)
     return distance(answer, keys.images)
 
 
@@ -120,28 +158,31 @@ def choose_delta0(innocent: list, infringing: list, *, rate: float = INNOCENT_KE
 
 # ----------------------------------------------------------------------------- strategies
 
-def generation_keys(source, base, scheduler, n: int, *, candidates: int, num_classes: int, seed: int) -> KeySet:
-    """The ``n`` of ``candidates`` source generations (balanced classes) the base reproduces worst from the
-    same class and seed."""
-    labels = torch.arange(candidates) % num_classes
-    ids = np.arange(candidates)
-    key_images = generate(source, scheduler, labels, ids, seed=seed, device="cpu")
-    d_base = distance(generate(base, scheduler, labels, ids, seed=seed, device="cpu"), key_images)
-    order = np.argsort(-d_base, kind="stable")[:n]
-    return KeySet("generation", "seed", key_images[order], labels[order], ids[order])
+def generation_keys(source, base, n: int, *, labels: torch.Tensor, seed: int,
+                    prompts: Sequence[str] | None = None) -> KeySet:
+    """The ``n`` candidate source generations the base reproduces worst from the same condition and seed.
+
+    Candidate i is the source's generation of class ``labels[i]`` (a text-to-image source: of ``prompts[i]``)
+    from the initial noise of id i."""
+    ids, labels = np.arange(len(labels)), torch.as_tensor(labels)
+    condition = labels if prompts is None else list(prompts)
+    key_images = generate(source, condition, ids, seed=seed)
+    d_base = distance(generate(base, condition, ids, seed=seed), key_images)
+    return KeySet("generation", "seed", key_images, labels, ids, prompts).subset(np.argsort(-d_base, kind="stable")[:n])
 
 
-def training_keys(source, base, scheduler, images: torch.Tensor, labels: torch.Tensor, ids, n: int, *,
-                  seed: int) -> KeySet:
-    """The ``n`` source training images the source reconstructs best relative to the base."""
-    ids = np.asarray(ids)
-    d_src = distance(reconstruct(source, scheduler, images, labels, ids, seed=seed), images)
-    d_base = distance(reconstruct(base, scheduler, images, labels, ids, seed=seed), images)
-    order = np.argsort(-(d_base - d_src), kind="stable")[:n]
-    return KeySet("training", "reconstruct", images[order], torch.as_tensor(labels)[order], ids[order])
+def training_keys(source, base, images: torch.Tensor, labels: torch.Tensor, ids, n: int, *, seed: int,
+                  prompts: Sequence[str] | None = None, t: int = RECONSTRUCT_T) -> KeySet:
+    """The ``n`` source training images (with their captions ``prompts``, for a text-to-image source) the
+    source reconstructs best relative to the base."""
+    own = KeySet("training", "reconstruct", images, torch.as_tensor(labels), np.asarray(ids), prompts)
+    d_src = distance(reconstruct(source, images, own.condition, own.ids, seed=seed, t=t), images)
+    d_base = distance(reconstruct(base, images, own.condition, own.ids, seed=seed, t=t), images)
+    return own.subset(np.argsort(-(d_base - d_src), kind="stable")[:n])
 
 
-def random_keys(images: torch.Tensor, labels: torch.Tensor, ids, n: int, *, seed: int) -> KeySet:
+def random_keys(images: torch.Tensor, labels: torch.Tensor, ids, n: int, *, seed: int,
+                prompts: Sequence[str] | None = None) -> KeySet:
     """The random-selection baseline: ``n`` source training images drawn at random."""
     pick = np.random.default_rng(seed).permutation(len(images))[:positive_int(n, "n")]
-    return KeySet("random", "reconstruct", images[pick], torch.as_tensor(labels)[pick], np.asarray(ids)[pick])
+    return KeySet("random", "reconstruct", images, torch.as_tensor(labels), np.asarray(ids), prompts).subset(pick)

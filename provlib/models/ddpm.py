@@ -19,6 +19,7 @@ from diffusers.training_utils import EMAModel
 
 from ..data import check_images
 from ..io import atomic_write_text, load_state, save_state, tensor_sha256
+from ..kernels.condition import unet_kwargs
 from ..runtime import default_device
 from ..progress import progress_bar
 
@@ -161,12 +162,13 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, *, labels: torch.Tensor |
 
 def denoising_loss(unet, x0: torch.Tensor, labels: torch.Tensor | None, acp: torch.Tensor, gen: torch.Generator,
                    num_train_timesteps: int) -> torch.Tensor:
-    """The DDPM training loss of one batch: timesteps and noise drawn from ``gen`` on the CPU."""
+    """The DDPM training loss of one batch: timesteps and noise drawn from ``gen`` on the CPU.  ``labels`` is the
+    batch's condition: class labels, a text-to-image UNet's text embeddings, or None."""
     t = torch.randint(0, num_train_timesteps, (len(x0),), generator=gen).to(x0.device)
     eps = torch.randn(x0.shape, generator=gen).to(x0.device)
     a = acp[t].view(-1, 1, 1, 1)
-    cond = {} if labels is None else {"class_labels": labels}
-    return torch.nn.functional.mse_loss(unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, **cond).sample, eps)
+    return torch.nn.functional.mse_loss(unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, **unet_kwargs(labels)).sample,
+                                        eps)
 
 
 def check_labels(labels, n: int, num_classes: int) -> torch.Tensor | None:

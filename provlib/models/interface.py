@@ -22,6 +22,7 @@ refused, naming the class found and the kinds handled.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -178,20 +179,41 @@ def _open_latent(directory: Path, lora, device) -> DiffusionModel:
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (directory / part).is_dir():
             raise ModelSourceError(f"{directory}: a StableDiffusionPipeline without its {part}/ folder")
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(directory, safety_checker=None, requires_safety_checker=False,
-                                                       dtype=torch.float32)
-    except Exception as err:
-        raise ModelSourceError(f"{directory}: unreadable StableDiffusionPipeline ({type(err).__name__}: {err})") from err
-    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    if lora is not None:
-        _load_lora(pipe, Path(lora))
+    with quiet_loading():
+        try:
+            pipe = StableDiffusionPipeline.from_pretrained(directory, safety_checker=None,
+                                                           requires_safety_checker=False, dtype=torch.float32)
+        except Exception as err:
+            raise ModelSourceError(f"{directory}: unreadable StableDiffusionPipeline ({type(err).__name__}: "
+                                   f"{err})") from err
+        pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        if lora is not None:
+            _load_lora(pipe, Path(lora))
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.eval().requires_grad_(False)
     if device is not None:
         pipe.to(device)
     return DiffusionModel("latent", pipe.unet, pipe.scheduler, pipeline=pipe, source=str(directory))
+
+
+@contextmanager
+def quiet_loading():
+    """diffusers' and transformers' loading progress bars and notes off while a pipeline (and its LoRA) loads: a
+    study loads dozens of suspects, and each would print them; their settings are restored after."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    saved = [(m, m.is_progress_bar_enabled(), m.get_verbosity()) for m in (diffusers_logging, transformers_logging)]
+    for m, _, _ in saved:
+        m.disable_progress_bar()
+        m.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for m, bar, verbosity in saved:
+            (m.enable_progress_bar if bar else m.disable_progress_bar)()
+            m.set_verbosity(verbosity)
 
 
 def _load_lora(pipe, lora: Path) -> None:
@@ -210,4 +232,4 @@ def _load_lora(pipe, lora: Path) -> None:
     pipe.unet = apply_lora(pipe.unet, lora)
 
 
-__all__ = ["DiffusionModel", "KINDS", "open_model", "pipeline_class"]
+__all__ = ["DiffusionModel", "KINDS", "open_model", "pipeline_class", "quiet_loading"]

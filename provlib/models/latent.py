@@ -183,11 +183,11 @@ def train_latent(images: torch.Tensor, prompts: Sequence[str], vae_images: torch
         table = sorted(set(prompts)) + [""]
         embeds, _ = pipe.encode_prompt(table, "cpu", 1, False)
     index = torch.tensor([table.index(p) for p in prompts])
-    unet_history = _train_unet(pipe.unet, pipe.scheduler, z0, embeds, index, cfg, progress)
+    unet_history = train_unet(pipe.unet, pipe.scheduler, z0, embeds, index, cfg, progress)
     return pipe, {"vae": vae_history, "unet": unet_history}
 
 
-def _train_unet(unet, scheduler, z0, embeds, index, cfg: LatentTrainConfig, progress: bool) -> list:
+def train_unet(unet, scheduler, z0, embeds, index, cfg: LatentTrainConfig, progress: bool) -> list:
     """The denoising objective on latents ``z0``, image i conditioned on ``embeds[index[i]]`` (the last row of
     ``embeds`` is the empty prompt); EMA weights copied into ``unet`` at the end."""
     from diffusers.training_utils import EMAModel
@@ -242,4 +242,5 @@ def save_pipeline(pipe, directory: str | Path, info: dict | None = None) -> Path
 
 
 __all__ = ["CLASS_NAMES", "FASHION_MNIST_CLASSES", "LatentConfig", "LatentTrainConfig", "build_pipeline", "caption",
-           "dataset_captions", "fit_scaling_factor", "save_pipeline", "train_latent", "train_tokenizer"]
+           "dataset_captions", "fit_scaling_factor", "save_pipeline", "train_latent", "train_tokenizer",
+           "train_unet"]

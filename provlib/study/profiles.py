@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from .. import paths
 from .generators import GENERATORS
-from .suspects import SOURCES
+from .suspects import SOURCES as CLASS_SOURCES
+from .suspects_text import SOURCES as TEXT_SOURCES
 from .targets import TARGETS
+
+SOURCES = (*CLASS_SOURCES, *TEXT_SOURCES)   # the attribution study's source models, both settings
 
 PROFILES: dict[str, dict] = {
     "tiny": {
@@ -25,7 +28,8 @@ PROFILES: dict[str, dict] = {
         "n_robust": 24,         # images per class re-encoded for the codec robustness tables
         "sedid_targets": ["tiny", "tiny-mn", "tiny-dg"],  # SeDID's datasets: one target each (FM, MNIST, digits)
         "n_sedid": 40,          # generated and training images per SeDID dataset
-        "attribution_sources": ["fmc-src-a"],  # source models of the attribution study (study.suspects)
+        "attribution_sources": ["fmc-src-a", "sd-src-b"],  # source models of the attribution study: class labels
+                                # (study.suspects), text prompts (study.suspects_text)
         "suspects_per_role": 2, # suspect models per rho and role (shadow, test)
         "n_keys": 20,           # key samples (and watermark generations) behind each conf
         "n_keys_max": 30,       # key samples queried per strategy (Figure 7's largest N)
@@ -47,7 +51,7 @@ PROFILES: dict[str, dict] = {
         "n_robust": 100,
         "sedid_targets": ["fm500", "mn500", "dg500"],
         "n_sedid": 250,
-        "attribution_sources": ["fmc-src-a", "fmc-src-b"],
+        "attribution_sources": ["fmc-src-a", "fmc-src-b", "sd-src-a", "sd-src-b"],
         "suspects_per_role": 5,
         "n_keys": 30,
         "n_keys_max": 100,

@@ -44,11 +44,13 @@ from ..io import artifact_dir, artifact_lock, atomic_write, cached, code_version
 from ..models import ddpm, load_model, model_fingerprint, save_model, train_ddpm
 from ..models import lora as lora_mod
 from ..models.ddpm import TrainConfig, UNetConfig
+from ..models.interface import DiffusionModel
 from ..models.lora import LoraTrainConfig, apply_lora, save_lora, train_lora
 from ..runtime import default_device
 from ..seeds import stream_seed
 from .targets import embedded_images, embedded_model_dir, matches, ship
 
+SETTING = "class labels"
 DATASET = "fashion_mnist"
 SIZE = 16
 NUM_CLASSES = 10
@@ -68,6 +70,7 @@ ROLES = ("shadow", "test")
 PER_ROLE = 5
 N_SUSPECT = 500
 SUSPECT_TRAIN = LoraTrainConfig(rank=4, alpha=4, epochs=60, batch_size=64, lr=1e-3)
+RECONSTRUCT_T = 300   # noise level of the training-data keys' "reconstruct" query (linear betas: abar = 0.39)
 
 
 @dataclass(frozen=True)
@@ -80,39 +83,48 @@ class Suspect:
     role: str
     index: int
 
+    def generated(self, n: int) -> int:
+        """How many of its ``n`` fine-tuning images come from its source's release."""
+        return int(round(self.rho * n))
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Every suspect of a setting, by name: per role and index, the innocent model ``<innocent>-<role><i>``
+    (rho = 0, shared by every source), then ``<source>-r<100 rho>-<role><i>`` per source and rho > 0."""
+
+    what: str                  # how an unknown name is refused: "unknown <what> 'x'"
+    sources: tuple[str, ...]
+    innocent: str
+
     @property
-    def n_generated(self) -> int:
-        return int(round(self.rho * N_SUSPECT))
+    def suspects(self) -> dict[str, Suspect]:
+        out: dict[str, Suspect] = {}
+        for role in ROLES:
+            for i in range(PER_ROLE):
+                for src, rho in [(None, 0.0)] + [(s, r) for s in self.sources for r in RHOS[1:]]:
+                    name = f"{self.innocent}-{role}{i}" if src is None else f"{src}-r{round(100 * rho):03d}-{role}{i}"
+                    out[name] = Suspect(name, src, rho, role, i)
+        return out
+
+    def get(self, name: str) -> Suspect:
+        every = self.suspects
+        if name not in every:
+            raise ValueError(f"unknown {self.what} {name!r}; choose from {sorted(every)[:4]}... ({len(every)} in all)")
+        return every[name]
+
+    def of(self, source: str, role: str) -> list[Suspect]:
+        """The innocent models and the models that drew from ``source``, in one role (rho ascending)."""
+        if source not in self.sources or role not in ROLES:
+            raise ValueError(f"source must be one of {self.sources} and role one of {ROLES}, got {source!r}, "
+                             f"{role!r}")
+        return sorted((s for s in self.suspects.values() if s.role == role and s.source in (None, source)),
+                      key=lambda s: (s.rho, s.index))
 
 
-def _suspect_name(source: str | None, rho: float, role: str, index: int) -> str:
-    return f"fmc-innocent-{role}{index}" if source is None else f"{source}-r{round(100 * rho):03d}-{role}{index}"
-
-
-SUSPECTS: dict[str, Suspect] = {}
-for _role in ROLES:
-    for _i in range(PER_ROLE):
-        SUSPECTS[_suspect_name(None, 0.0, _role, _i)] = Suspect(_suspect_name(None, 0.0, _role, _i), None, 0.0,
-                                                                 _role, _i)
-        for _src in SOURCES:
-            for _rho in RHOS[1:]:
-                _n = _suspect_name(_src, _rho, _role, _i)
-                SUSPECTS[_n] = Suspect(_n, _src, _rho, _role, _i)
-
-
-def get_suspect(name: str) -> Suspect:
-    if name not in SUSPECTS:
-        raise ValueError(f"unknown suspect model {name!r}; choose from {sorted(SUSPECTS)[:4]}... "
-                         f"({len(SUSPECTS)} in all)")
-    return SUSPECTS[name]
-
-
-def suspects_of(source: str, role: str) -> list[Suspect]:
-    """The innocent models and the models that drew from ``source``, in one role (rho ascending)."""
-    if source not in SOURCES or role not in ROLES:
-        raise ValueError(f"source must be one of {SOURCES} and role one of {ROLES}, got {source!r}, {role!r}")
-    return sorted((s for s in SUSPECTS.values() if s.role == role and s.source in (None, source)),
-                  key=lambda s: (s.rho, s.index))
+REGISTRY = Registry("suspect model", SOURCES, "fmc-innocent")
+SUSPECTS: dict[str, Suspect] = REGISTRY.suspects
+get_suspect, suspects_of = REGISTRY.get, REGISTRY.of
 
 
 # ----------------------------------------------------------------------------- data
@@ -181,6 +193,21 @@ def load(name: str, seed: int = 0):
         unet, scheduler = load(BASE, seed)
         return apply_lora(unet, suspect_dir(name, seed)), scheduler
     return load_model(model_dir(name, seed))
+
+
+def model(name: str, seed: int = 0) -> DiffusionModel:
+    """The base, a source or a suspect as the interface the key queries take."""
+    return DiffusionModel("pixel", *load(name, seed), source=name)
+
+
+def source_data(source: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, None]:
+    """``(images, labels, None)``: a source's own training images (no captions in this setting)."""
+    return (*pool_images(source, seed), None)
+
+
+def conditions(source: str, n: int) -> tuple[torch.Tensor, None]:
+    """The conditions of ``n`` generations balanced over the classes: ``(labels, None)`` (no prompts)."""
+    return torch.arange(n) % NUM_CLASSES, None
 
 
 # ----------------------------------------------------------------------------- releases
@@ -255,16 +282,16 @@ def suspect_data(name: str, seed: int = 0) -> dict:
     s = get_suspect(name)
     rng = np.random.default_rng(study_seed(f"suspect:{name}", seed))
     real_x, real_y = pool_images("real", seed)
-    real_idx = np.sort(rng.choice(len(real_x), N_SUSPECT - s.n_generated, replace=False))
+    real_idx = np.sort(rng.choice(len(real_x), N_SUSPECT - s.generated(N_SUSPECT), replace=False))
     parts_x, parts_y = [real_x[real_idx]], [real_y[real_idx]]
     rel_idx = np.zeros(0, dtype=np.int64)
-    if s.n_generated:
+    if s.generated(N_SUSPECT):
         rel_x, rel_y = release(s.source, seed, progress=False)
-        rel_idx = np.sort(rng.choice(len(rel_x), s.n_generated, replace=False))
+        rel_idx = np.sort(rng.choice(len(rel_x), s.generated(N_SUSPECT), replace=False))
         parts_x.insert(0, rel_x[rel_idx])
         parts_y.insert(0, rel_y[rel_idx])
     return {"images": torch.cat(parts_x), "labels": torch.cat(parts_y),
-            "generated": np.r_[np.ones(s.n_generated, bool), np.zeros(N_SUSPECT - s.n_generated, bool)],
+            "generated": np.r_[np.ones(s.generated(N_SUSPECT), bool), np.zeros(N_SUSPECT - s.generated(N_SUSPECT), bool)],
             "release_index": rel_idx, "real_index": real_idx}
 
 
@@ -272,7 +299,7 @@ def suspect_record(name: str, seed: int) -> dict:
     s = get_suspect(name)
     d = suspect_data(name, seed)
     return {"kind": "LoRA fine-tune", "base": BASE, "source": s.source, "rho": s.rho, "role": s.role,
-            "index": s.index, "n_generated": s.n_generated, "n_real": N_SUSPECT - s.n_generated,
+            "index": s.index, "n_generated": s.generated(N_SUSPECT), "n_real": N_SUSPECT - s.generated(N_SUSPECT),
             "data_sha256": hashlib.sha256(d["images"].numpy().tobytes()).hexdigest(),
             "train": {**SUSPECT_TRAIN.to_dict(), "seed": study_seed(f"lora:{name}", seed) % (2 ** 31)}}
 

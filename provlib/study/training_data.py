@@ -33,10 +33,10 @@ from ..attribution import keys as K
 from ..attribution import watermark
 from ..io import cached, code_version
 from ..metrics import binary_report, best_threshold, threshold_at_fpr
-from ..models import model_fingerprint
 from ..probe import LinearProbe
 from ..progress import progress_bar
 from . import suspects as S
+from . import suspects_text as T
 from .run import Run
 
 STRATEGIES = ("generation", "training", "random")   # ours, ours, baseline 2
@@ -50,52 +50,87 @@ WATERMARK_ID0 = 100_000  # seeds of the watermark query's generations: disjoint 
 
 # ----------------------------------------------------------------------------- models of the profile
 
-def suspects(run: Run, source: str, role: str) -> list[S.Suspect]:
+SETTINGS = (S, T)   # class labels (class-conditional pixel DDPMs), text prompts (a latent text-to-image base)
+RHOS = S.RHOS       # the shares of generated data, the same in both settings
+assert T.RHOS == RHOS and T.ROLES == S.ROLES
+
+
+def setting(source: str):
+    """The module of the setting ``source`` belongs to (:mod:`~provlib.study.suspects` or
+    :mod:`~provlib.study.suspects_text`): its base, pools, releases and suspects."""
+    for st in SETTINGS:
+        if source in st.SOURCES:
+            return st
+    raise ValueError(f"unknown source model {source!r}; choose from {[s for st in SETTINGS for s in st.SOURCES]}")
+
+
+# each class-label source and the text-prompt source fine-tuned on the same kind of data (the settings' comparison)
+COUNTERPARTS = dict(zip(S.SOURCES, T.SOURCES))
+
+
+def title(source: str) -> str:
+    """A source named with its setting, for figure titles: ``"sd-src-b (text prompts)"``."""
+    return f"{source} ({setting(source).SETTING})"
+
+
+def suspects(run: Run, source: str, role: str) -> list:
     """The profile's suspects of ``source`` in ``role``: ``suspects_per_role`` per ``rho``, innocents first."""
-    return [s for s in S.suspects_of(source, role) if s.index < run.suspects_per_role]
+    return [s for s in setting(source).suspects_of(source, role) if s.index < run.suspects_per_role]
 
 
 @lru_cache(maxsize=8)
-def _fingerprint(name: str, seed: int) -> str:
-    return model_fingerprint(S.load(name, seed)[0])
+def _fingerprint(name: str, source: str, seed: int) -> str:
+    return setting(source).model(name, seed).fingerprint
 
 
 # ----------------------------------------------------------------------------- key samples
 
 def _key_config(run: Run, source: str, strategy: str) -> dict:
-    return {"source": source, "source_model": _fingerprint(source, run.seed),
-            "base_model": _fingerprint(S.BASE, run.seed), "strategy": strategy, "n": run.n_keys_max,
-            "candidates": CANDIDATES_PER_KEY * run.n_keys_max, "seed": run.seed,
-            "code": code_version(K)}
+    st = setting(source)
+    return {"source": source, "source_model": _fingerprint(source, source, run.seed),
+           "base_model": _fingerprint(st.BASE, source, run.seed), "strategy": strategy, "n": run.n_keys_max,
+           "candidates": CANDIDATES_PER_KEY * run.n_keys_max, "seed": run.seed, "setting": st.SETTING,
+           "reconstruct_t": st.RECONSTRUCT_T, "code": code_version(K, st)}
+
+
+def _prompts(source: str, strategy: str, ids, candidates: int):
+    """The prompt of each key (None in the class-label setting): a generation key's is that of its id in the
+    candidates' prompt grid, a training image's is its caption."""
+    st = setting(source)
+    if st is not T:
+        return None
+    table = T.conditions(source, candidates)[1] if strategy == "generation" else T.source_data(source)[2]
+    return [table[int(i)] for i in ids]
 
 
 def keyset(run: Run, source: str, strategy: str) -> K.KeySet:
     """``n_keys_max`` key samples of ``source`` by ``strategy``, best first (cached)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    st = setting(source)
     cfg = _key_config(run, source, strategy)
-    n, seed = cfg["n"], run.seed
+    n, seed, c = cfg["n"], run.seed, cfg["candidates"]
 
     def compute():
-        own_x, own_y = S.pool_images(source, seed)
+        own_x, own_y, own_p = st.source_data(source, seed)
         ids = np.arange(len(own_x))
         if strategy == "generation":
-            base, scheduler = S.load(S.BASE, seed)
-            ks = K.generation_keys(S.load(source, seed)[0], base, scheduler, n, candidates=cfg["candidates"],
-                                   num_classes=S.NUM_CLASSES, seed=seed)
+            labels, prompts = st.conditions(source, c)
+            ks = K.generation_keys(st.model(source, seed), st.model(st.BASE, seed), n, labels=labels,
+                                   prompts=prompts, seed=seed)
         elif strategy == "training":
-            base, scheduler = S.load(S.BASE, seed)
-            m = min(cfg["candidates"], len(own_x))
-            ks = K.training_keys(S.load(source, seed)[0], base, scheduler, own_x[:m], own_y[:m], ids[:m], n,
-                                 seed=seed)
+            m = min(c, len(own_x))
+            ks = K.training_keys(st.model(source, seed), st.model(st.BASE, seed), own_x[:m], own_y[:m], ids[:m], n,
+                                 seed=seed, prompts=None if own_p is None else own_p[:m], t=st.RECONSTRUCT_T)
         else:
-            ks = K.random_keys(own_x, own_y, ids, n, seed=seed)
+            ks = K.random_keys(own_x, own_y, ids, n, seed=seed, prompts=own_p)
         return {"images": ks.images.float(), "labels": ks.labels.long(), "ids": torch.as_tensor(ks.ids).long()}
 
-    t = cached("attribution-keys", cfg, compute, expect={"images": (n, 1, S.SIZE, S.SIZE), "labels": (n,),
+    t = cached("attribution-keys", cfg, compute, expect={"images": (n, 1, st.SIZE, st.SIZE), "labels": (n,),
                                                           "ids": (n,)})
     query = "seed" if strategy == "generation" else "reconstruct"
-    return K.KeySet(strategy, query, t["images"], t["labels"], t["ids"].numpy())
+    ids = t["ids"].numpy()
+    return K.KeySet(strategy, query, t["images"], t["labels"], ids, _prompts(source, strategy, ids, c))
 
 
 # ----------------------------------------------------------------------------- queries
@@ -103,18 +138,19 @@ def keyset(run: Run, source: str, strategy: str) -> K.KeySet:
 def query(run: Run, source: str, suspect: str) -> dict[str, np.ndarray]:
     """One suspect's answers to ``source``'s keys (cached): ``{strategy: (n_keys_max,) distances,
     "watermark": (n_keys_max,) bit accuracies of its own generations}``."""
-    n, seed = run.n_keys_max, run.seed
-    cfg = {"source": source, "suspect": suspect, "suspect_model": S.suspect_record(suspect, seed),
+    n, seed, st = run.n_keys_max, run.seed, setting(source)
+    cfg = {"source": source, "suspect": suspect, "suspect_model": st.suspect_record(suspect, seed),
            "keys": {s: _key_config(run, source, s) for s in STRATEGIES}, "n": n, "seed": seed,
-           "watermark_key": S.watermark_key(source), "code": code_version(K, watermark)}
+           "watermark_key": st.watermark_key(source), "code": code_version(K, watermark)}
 
     def compute():   # the key sets are read only when the answers are not cached yet
-        unet, scheduler = S.load(suspect, seed)
-        out = {s: torch.from_numpy(K.query(unet, scheduler, keyset(run, source, s), seed=seed)) for s in STRATEGIES}
-        labels = torch.arange(n) % S.NUM_CLASSES
-        gen = K.generate(unet, scheduler, labels, np.arange(WATERMARK_ID0, WATERMARK_ID0 + n), seed=seed,
-                         device="cpu")
-        out["watermark"] = torch.from_numpy(watermark.bit_accuracy(gen, S.watermark_key(source)))
+        m = st.model(suspect, seed)
+        out = {s: torch.from_numpy(K.query(m, keyset(run, source, s), seed=seed, reconstruct_t=st.RECONSTRUCT_T))
+               for s in STRATEGIES}
+        labels, prompts = st.conditions(source, n)   # the watermark's generations: balanced over the conditions
+        gen = K.generate(m, labels if prompts is None else prompts, np.arange(WATERMARK_ID0, WATERMARK_ID0 + n),
+                         seed=seed)
+        out["watermark"] = torch.from_numpy(watermark.bit_accuracy(gen, st.watermark_key(source)))
         return out
 
     t = cached("attribution-query", cfg, compute, expect={m: (n,) for m in METHODS})
@@ -127,11 +163,12 @@ def answers(run: Run, source: str, *, progress: bool = True) -> pd.DataFrame:
     Columns: ``model, source, rho, role, index, infringing, method, scores`` (distances for the key
     strategies, lower = counts; bit accuracies for the watermark, higher = counts).
     """
-    models = [s for role in S.ROLES for s in suspects(run, source, role)]
+    models = [s for role in setting(source).ROLES for s in suspects(run, source, role)]
     rows = []
     for s in progress_bar(models, desc=f"querying suspects of {source}", enabled=progress):
         for method, scores in query(run, source, s.name).items():
-            rows.append({"model": s.name, "source": source, "rho": s.rho, "role": s.role, "index": s.index,
+            rows.append({"model": s.name, "source": source, "setting": setting(source).SETTING, "rho": s.rho,
+                         "role": s.role, "index": s.index,
                          "infringing": s.rho > 0, "method": method, "scores": scores})
     return pd.DataFrame(rows)
 
@@ -183,7 +220,8 @@ def confs(table: pd.DataFrame, n: int, role: str = "test") -> pd.DataFrame:
     for method in METHODS:
         th = choose_threshold(table, method, n)
         for r in _rows(table, method, role).itertuples():
-            out.append({"model": r.model, "source": r.source, "rho": r.rho, "role": role, "infringing": r.infringing,
+            out.append({"model": r.model, "source": r.source, "setting": r.setting, "rho": r.rho, "role": role,
+                        "infringing": r.infringing,
                         "method": method, "n": n, "threshold": th.value, "conf": th.conf(r.scores)})
     return pd.DataFrame(out)
 
@@ -228,3 +266,33 @@ def discriminate(table: pd.DataFrame, name: str, n: int, *, n_boot: int, seed: i
     rep = binary_report(d["labels"], d["scores"], threshold=d["threshold"], fprs=(0.1,), n_boot=n_boot, seed=seed)
     return {"discriminator": name, "features": " + ".join(DISCRIMINATORS[name]), "n_keys": n,
             "shadow models": d["shadow models"], **rep}
+
+
+# ----------------------------------------------------------------------------- one suspect's decision
+
+OURS = ("generation", "training")   # the strategies behind provlib attribute's decision
+
+
+def decisions(table: pd.DataFrame, n: int, *, alpha: float | None = None) -> pd.DataFrame:
+    """``provlib attribute``'s decision for every test model of ``table``, with its first ``n`` keys of each of
+    our strategies: delta_0 and the conformal null from the shadow models
+    (:func:`provlib.attribution.decision.calibrate`), at false-positive rate ``alpha`` (default: the smallest the
+    shadow innocents certify, 1/(M+1)).  Columns: ``model, source, setting, rho, infringing, statistic, p_value,
+    alpha, declared``."""
+    from ..attribution import decision
+
+    def by_model(role: str) -> dict[str, tuple[pd.Series, dict]]:
+        rows = table[(table.role == role) & table.method.isin(OURS)]
+        return {m: (g.iloc[0], {r.method: np.asarray(r.scores)[:n] for r in g.itertuples()})
+                for m, g in rows.groupby("model", sort=True)}
+
+    shadow = by_model("shadow")
+    cal = decision.calibrate([d for r, d in shadow.values() if not r.infringing],
+                             [d for r, d in shadow.values() if r.infringing])
+    alpha = cal.smallest_alpha if alpha is None else alpha
+    out = []
+    for m, (r, d) in by_model("test").items():
+        a = decision.decide(cal, d, alpha=alpha)
+        out.append({"model": m, "source": r.source, "setting": r.setting, "rho": r.rho, "infringing": r.infringing,
+                    "statistic": a["statistic"], "p_value": a["p_value"], "alpha": alpha, "declared": a["infringing"]})
+    return pd.DataFrame(out)

@@ -1,133 +1,17 @@
-"""The ``provlib`` command: fit a 3-way origin probe on a model, and ask where images come from.
-
-    provlib fit --model DIR [--lora LORA] --members SRC --reference SRC [--reference SRC ...] [--budget PASSES]
-                [--prompt TEXT] --out PROBE_DIR
-    provlib verdict --model DIR [--lora LORA] --probe PROBE_DIR [--max-fpr 0.01] [--prompt TEXT] [--json] IMAGE...
-
-A model is a diffusers pipeline directory: a pixel-space DDPM (``DDPMPipeline``)
-or a latent text-to-image model in Stable Diffusion's layout
-(``StableDiffusionPipeline``), optionally with a LoRA fine-tune (a peft adapter
-folder, or diffusers' ``pytorch_lora_weights.safetensors``).  A text-to-image
-model conditions each image on its caption: a ``captions.csv`` or
-``captions.jsonl`` beside the images (:mod:`provlib.captions`), else
-``--prompt`` for every image, else the empty prompt.
-
-Exit status: 0 when every image was answered, 3 when some images could not be
-read (the others are answered, each bad one named on stderr), 1 on an error
-that stops the command (a model or probe that cannot be used), 2 on a usage error.
-
-An image source SRC is a folder of image files or ``split:TARGET/SPLIT``, a
-split of one of the study's targets (e.g. ``split:fm500/member``).  See
-:mod:`provlib.detector.origin_probe` for what the probe is and how it is stored.
-"""
+"""``provlib fit`` and ``provlib verdict``: a 3-way origin probe of one model, and where images come from."""
 from __future__ import annotations
 
 import json
 import sys
 import time
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import torch
 
-from .detector import origin_probe as origin
-
-EXIT_BAD_IMAGES = 3  # some images could not be read (the others were answered); 1: an error, 2: a usage error
-
-
-def _fail(message: str) -> None:
-    raise click.ClickException(message)
-
-
-def _load_model(model: str, lora: str | None, device):
-    """The model (:class:`provlib.models.interface.DiffusionModel`), or a clear error."""
-    from .models import ModelSourceError
-    from .models.interface import open_model
-
-    try:
-        return open_model(model, lora=lora, device=device)
-    except (ModelSourceError, ValueError, OSError) as err:
-        _fail(str(err))
-
-
-def _check_prompts(loaded, prompt: str | None) -> None:
-    if prompt is not None and loaded.kind == "pixel":
-        raise click.UsageError("--prompt conditions a text-to-image model; this is a pixel-space model")
-
-
-@contextmanager
-def _alpha_noted():
-    """Say once, on stderr, which images had an alpha channel (composited on black by provlib.data)."""
-    from .data import AlphaChannelWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", AlphaChannelWarning)
-        yield
-    alpha = [str(w.message).split(": the image has")[0] for w in caught if issubclass(w.category, AlphaChannelWarning)]
-    for w in caught:
-        if not issubclass(w.category, AlphaChannelWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if alpha:
-        shown = ", ".join(alpha[:3]) + (f" and {len(alpha) - 3} more" if len(alpha) > 3 else "")
-        click.echo(f"note: {len(alpha)} image(s) had an alpha channel ({shown}): composited on a black background "
-                   "(the datasets' background) before use", err=True)
-
-
-def _images(source: str, loaded, prompt: str | None = None) -> tuple[torch.Tensor, list[str] | None]:
-    """Images of a folder, or of a split of a study target (``split:TARGET/SPLIT``, e.g. ``split:fm500/heldout#500``),
-    and for a text-to-image model their prompts: ``prompt`` for all, else the folder's caption file (a split of a
-    latent target: each image's caption as that target conditions it), else None (the empty prompt)."""
-    from .captions import prompts_for
-    from .data import IMAGE_SUFFIXES, load_image_folder
-
-    channels, size = loaded.image_shape[0], loaded.image_shape[1]
-    if source.startswith("split:"):
-        from .study import Run, split_images
-        from .study.artifacts import prompts_of
-
-        target, _, split = source[len("split:"):].partition("/")
-        if split.partition("#")[0].partition("@")[0] not in ("member", "heldout", "external"):
-            _fail(f"{source}: a split is member, heldout or external (optionally #N for a seeded subset "
-                  f"of N images, @CODEC for a re-encoding), not {split!r}")
-        try:   # the study's splits, drawn from seed 0
-            t = Run.from_profile("cpu", seed=0).target(target)
-            images = split_images(t, split)
-        except ValueError as err:
-            _fail(f"{source}: {err}")
-        own = prompts_of(t, split, images) if loaded.kind == "latent" else None
-        return images.images, [prompt] * len(images) if prompt is not None else own
-    try:
-        images = load_image_folder(source, size=size, channels=channels).images
-        if loaded.kind == "pixel":
-            return images, None
-        files = sorted(p for p in Path(source).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        return images, prompts_for(files, source, prompt)
-    except (FileNotFoundError, ValueError) as err:   # CaptionError is a ValueError
-        _fail(f"{source}: {err}")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """provlib: is an image a training member of a diffusion model, one of its generations, or external?"""
-
-
-def _finite_rate(ctx, param, value):
-    from .detector.calibration import check_rate
-
-    try:
-        check_rate(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
-    return value
-
-
-LORA_HELP = ("a LoRA fine-tune applied to the model first: a peft adapter folder, or diffusers' "
-             "pytorch_lora_weights.safetensors (or its folder)")
-PROMPT_HELP = ("text-to-image models: the prompt of every image that has no caption file beside it "
-               "(captions.csv / captions.jsonl; default: the empty prompt)")
-
+from ..detector import origin_probe as origin
+from .common import (EXIT_BAD_IMAGES, LORA_HELP, PROMPT_HELP, alpha_noted, check_prompts, fail, finite_rate, images_of,
+                     load_model, main)
 
 @main.command()
 @click.option("--model", required=True, help="the model: a diffusers pipeline directory (DDPM or Stable Diffusion layout)")
@@ -161,9 +45,9 @@ def fit(model, lora, prompt, members, reference, generated, n_generated, sampler
     """Extract signal features and fit the 3-way origin probe (member / generated / external)."""
     import numpy as np
 
-    from .detector.probe_file import check_out_dir
-    from .io import ArtifactError
-    from .sampling import sample
+    from ..detector.probe_file import check_out_dir
+    from ..io import ArtifactError
+    from ..sampling import sample
 
     if kind == "trajectory" and budget is not None:
         raise click.UsageError("--budget chooses among every signal family: it goes with --features combined")
@@ -173,18 +57,18 @@ def fit(model, lora, prompt, members, reference, generated, n_generated, sampler
         check_out_dir(out)
     except ArtifactError as err:
         raise click.UsageError(f"--out: {err}")
-    loaded = _load_model(model, lora, device)
-    _check_prompts(loaded, prompt)
+    loaded = load_model(model, lora, device)
+    check_prompts(loaded, prompt)
     unet, scheduler = loaded.unet, loaded.scheduler
     latent = loaded if loaded.kind == "latent" else None
-    with _alpha_noted():
+    with alpha_noted():
         (sets, prompts) = {}, {}
-        sets["member"], prompts["member"] = _images(members, loaded, prompt)
+        sets["member"], prompts["member"] = images_of(members, loaded, prompt)
         sets["external"] = {}
         for r in reference:
-            sets["external"][r], prompts[r] = _images(r, loaded, prompt)
+            sets["external"][r], prompts[r] = images_of(r, loaded, prompt)
         if generated is not None:
-            sets["generated"], prompts["generated"] = _images(generated, loaded, prompt)
+            sets["generated"], prompts["generated"] = images_of(generated, loaded, prompt)
     if generated is None:
         ids = np.arange(n_generated) + origin.GENERATED_IDS   # a stream of ids no other sample of the study uses
         if latent is None:
@@ -207,8 +91,8 @@ def fit(model, lora, prompt, members, reference, generated, n_generated, sampler
             probe = origin.fit(unet, scheduler, sets, timesteps=grid, seed=seed, calibration_rows=calibration_rows,
                                device=device, progress=True, latent=latent, prompts=prompts)
         else:
-            from .study import Run
-            from .study.measurements import columns as candidates
+            from ..study import Run
+            from ..study.measurements import columns as candidates
             grid_run = Run.from_profile("cpu", timestep_stride=timestep_stride)   # the study's candidate columns
             probe = origin.fit(unet, scheduler, sets, columns=candidates(grid_run),
                                budget=budget or origin.DEFAULT_BUDGET, seed=seed, calibration_rows=calibration_rows,
@@ -216,7 +100,7 @@ def fit(model, lora, prompt, members, reference, generated, n_generated, sampler
         probe.info["command"] = "provlib " + " ".join(sys.argv[1:])
         probe.save(out)
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     info = probe.info
     click.echo(f"probe written to {out}: {info['rows']} images; features {probe.features()} "
                f"({_passes(probe)}); on {sum(info['calibration_rows'].values())} "
@@ -232,7 +116,7 @@ def _passes(probe) -> str:
 
 
 def _files(paths: tuple[str, ...]) -> list[Path]:
-    from .data import IMAGE_SUFFIXES
+    from ..data import IMAGE_SUFFIXES
 
     out = []
     for p in map(Path, paths):
@@ -246,7 +130,7 @@ def _files(paths: tuple[str, ...]) -> list[Path]:
 
 def _read(path: Path, loaded) -> torch.Tensor:
     """One image as (1, C, H, W), or a ValueError naming what is wrong with it."""
-    from .data import check_fits_model, read_image
+    from ..data import check_fits_model, read_image
 
     if path.is_dir():
         raise ValueError("folder holds no image files")
@@ -265,7 +149,7 @@ def _read(path: Path, loaded) -> torch.Tensor:
 def _prompts(paths: tuple[str, ...], prompt: str | None) -> dict[Path, str]:
     """The prompt of each image file: from the caption file of the folder given (or of a file's own folder),
     else ``prompt``, else the empty prompt."""
-    from .captions import caption_file, read_captions
+    from ..captions import caption_file, read_captions
 
     out = {}
     for p in map(Path, paths):
@@ -283,7 +167,7 @@ def _prompts(paths: tuple[str, ...], prompt: str | None) -> dict[Path, str]:
 @click.option("--lora", default=None, help=LORA_HELP)
 @click.option("--prompt", default=None, help=PROMPT_HELP)
 @click.option("--probe", "probe_dir", required=True, help="a probe fitted on this model (provlib fit)")
-@click.option("--max-fpr", default=0.01, show_default=True, type=float, callback=_finite_rate,
+@click.option("--max-fpr", default=0.01, show_default=True, type=float, callback=finite_rate,
               help="false-positive rate of the member and generated decisions, certified on every kind of "
                    "calibration negative (a decision the probe cannot certify is refused)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON document instead of a table")
@@ -295,18 +179,18 @@ def verdict(model, lora, prompt, probe_dir, max_fpr, as_json, device, images):
     try:
         probe = origin.OriginProbe.load(probe_dir)
     except (ValueError, OSError) as err:
-        _fail(str(err))
-    loaded = _load_model(model, lora, device)
-    _check_prompts(loaded, prompt)
+        fail(str(err))
+    loaded = load_model(model, lora, device)
+    check_prompts(loaded, prompt)
     unet, scheduler = loaded.unet, loaded.scheduler
     latent = loaded if loaded.kind == "latent" else None
     try:
         probe.check_model(unet, latent)
         prompt_of = _prompts(images, prompt) if latent is not None else {}
     except ValueError as err:   # a model the probe was not fitted on; an unreadable caption file
-        _fail(str(err))
+        fail(str(err))
     rows, good, batch = [], [], []
-    with _alpha_noted():
+    with alpha_noted():
         for f in _files(images):
             try:
                 batch.append(_read(f, loaded))
@@ -368,5 +252,4 @@ def _decision_note(cls: str, d, pct: str) -> str:
             f"calibration negative: {kinds})")
 
 
-if __name__ == "__main__":
-    main()
+# ----------------------------------------------------------------------------- training-data attribution
