@@ -31,7 +31,7 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -97,8 +97,8 @@ class Registry:
     sources: tuple[str, ...]
     innocent: str
 
-    @property
-    def suspects(self) -> dict[str, Suspect]:
+    @cached_property
+    def suspects(self) -> dict[str, Suspect]:   # built once: get() and of() read it on every call
         out: dict[str, Suspect] = {}
         for role in ROLES:
             for i in range(PER_ROLE):
