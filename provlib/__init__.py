@@ -7,3 +7,9 @@ them into the study's figures and tables.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+if _os.environ.get("PROVLIB_LEDGER_DIR"):  # a batch run counts every UNet pass (provlib.ledger)
+    from .ledger import start_from_environment as _start_ledger
+    _start_ledger()

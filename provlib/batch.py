@@ -4,6 +4,7 @@
     python -m provlib.batch --profile tiny                # seconds, for checks
     python -m provlib.batch --profile cpu --only 01 03    # notebooks by stem prefix
     python -m provlib.batch --profile cpu -p timestep_stride 20   # override a parameter
+    python -m provlib.batch --profile cpu --lanes 2       # two notebooks at once, one thread each
 
 Each ``notebooks/<digit>*.ipynb`` runs through papermill (kernel cwd: the
 notebooks folder, ``MPLBACKEND=Agg``) with the profile's values for the
@@ -16,6 +17,14 @@ git commit, timings, every table inline and every figure) and ``run.json``
 (the same, machine-readable; paths there are relative to ``reports/<profile>/``).
 The first failing notebook stops the run, after the index records it.  What the
 index records and how its pages look is :mod:`provlib.report.index`.
+
+Every kernel counts the UNet passes it computes (:mod:`provlib.ledger`); a run
+of any profile but ``tiny`` first times the shipped UNets, so the index shows
+each notebook's passes, its floor (those passes at the best per-row time) and
+its efficiency (floor / wall time).  With ``--lanes N``, N notebooks run at
+once in worker processes, each kernel with ``cores // N`` threads, each
+notebook only after those it needs (:mod:`provlib.study.order`), the longest
+chain of expected time (the last run's) first.
 
 The index tells the truth at every moment: it says ``running`` from the start
 of a run (with its pid), is rewritten after each notebook, and says ``ok``,
@@ -35,10 +44,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -47,7 +59,8 @@ from typing import Iterator, Sequence
 
 import papermill
 
-from . import paths
+from . import ledger, paths
+from .lanes import describe_error, execute_notebook, run_in_lanes
 from .progress import ProgressRelay
 from .report.index import NotebookRun, build_record, git_state, write_index
 from .study.profiles import PROFILES, RULES, check_parameter, get_profile
@@ -145,44 +158,14 @@ def kernel_environment() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def execute_notebook(notebook: Path, output: Path, parameters: dict, kernel: str | None,
-                     cell_progress: bool = True) -> None:
-    """Run one notebook with papermill; the executed copy appears at ``output`` only on success.
-
-    A failing run leaves its executed copy (error cell included) at ``<stem>.failed.ipynb``.
-    """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.stem}.partial.ipynb")
-    failed = output.with_name(f"{output.stem}.failed.ipynb")
-    try:
-        papermill.execute_notebook(str(notebook), str(partial), parameters=parameters,
-                                   kernel_name=kernel, cwd=str(notebook.parent), progress_bar=cell_progress)
-    except BaseException:
-        if partial.exists():
-            os.replace(partial, failed)
-        raise
-    os.replace(partial, output)
-    failed.unlink(missing_ok=True)
-
-
-def describe_error(err: BaseException) -> str:
-    """One line for the index: the notebook's exception if papermill reports one."""
-    if hasattr(err, "ename"):
-        return f"{err.ename}: {err.evalue}"  # PapermillExecutionError
-    return f"{type(err).__name__}: {err}"[:500]
-
-
 def run_one(run: NotebookRun, profile_params: dict, out_dir: Path, kernel: str | None,
-            cell_progress: bool = True) -> None:
+            cell_progress: bool = True, env: dict | None = None) -> None:
     """Execute ``run``'s notebook, timing it; records the outcome and re-raises a failure."""
-    run.parameters = notebook_parameters(run.path, profile_params)
-    if "profile" in profile_params and "profile" not in run.parameters:
-        print(f"warning: {run.path.name} declares no `profile` parameter: its outputs "
-              "may not land in this profile's folders", file=sys.stderr)
+    prepare(run, profile_params)
     start = time.perf_counter()
     run.status = "running"
     try:
-        execute_notebook(run.path, out_dir / f"{run.stem}.ipynb", run.parameters, kernel, cell_progress)
+        execute_notebook(run.path, out_dir / f"{run.stem}.ipynb", run.parameters, kernel, cell_progress, env)
     except (KeyboardInterrupt, SystemExit) as err:
         run.status, run.error = "interrupted", describe_error(err)
         raise
@@ -195,45 +178,64 @@ def run_one(run: NotebookRun, profile_params: dict, out_dir: Path, kernel: str |
         run.wall_seconds = round(time.perf_counter() - start, 2)
 
 
+def prepare(run: NotebookRun, profile_params: dict) -> None:
+    """Give ``run`` the profile's values of the parameters its notebook declares."""
+    run.parameters = notebook_parameters(run.path, profile_params)
+    if "profile" in profile_params and "profile" not in run.parameters:
+        print(f"warning: {run.path.name} declares no `profile` parameter: its outputs "
+              "may not land in this profile's folders", file=sys.stderr)
+
+
 def run_batch(profile: str, notebooks_dir: Path | str | None = None,
               only: Sequence[str] | str | None = None, kernel: str | None = "python3",
-              overrides: dict | None = None, progress_stream=None) -> dict:
+              overrides: dict | None = None, progress_stream=None, lanes: int = 1,
+              floor: bool | None = None) -> dict:
     """Run the notebooks under ``profile``, write ``reports/<profile>/README.md`` and ``run.json``.
 
     ``notebooks_dir`` defaults to :data:`provlib.paths.NOTEBOOKS_DIR`; ``only`` keeps the
     notebooks whose stem starts with one of the given prefixes; ``kernel`` None means the
     kernelspec in each notebook's metadata; ``overrides`` replace parameter values (checked
     against the notebooks first, see :func:`check_overrides`).  The kernels' progress bars
-    are relayed to ``progress_stream`` (default: this process's stderr).  Returns the run
-    record (what ``run.json`` holds).  The first failing notebook stops the batch: the index
-    records it, then the error propagates.
+    are relayed to ``progress_stream`` (default: this process's stderr).
+
+    ``lanes`` notebooks run at once, each kernel with ``cores // lanes`` threads, never before the
+    notebooks it needs (:mod:`provlib.study.order`).  Every kernel counts its UNet passes
+    (:mod:`provlib.ledger`); with ``floor`` (default: every profile but ``tiny``) the shipped UNets'
+    per-row times are measured first, so the index shows each notebook's floor and efficiency.
+
+    Returns the run record (what ``run.json`` holds).  The first failing notebook stops the batch
+    (notebooks already running in other lanes finish): the index records it, then the error propagates.
     """
     params = get_profile(profile)
     notebooks = list_notebooks(Path(notebooks_dir or paths.NOTEBOOKS_DIR))
     if not notebooks:
         raise RunRefused(f"no notebooks (<digit>*.ipynb) in {notebooks_dir or paths.NOTEBOOKS_DIR}")
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+        raise RunRefused(f"lanes must be a positive number of notebooks run at once, got {lanes!r}")
     chosen = select_notebooks(notebooks, only)
     overrides = check_overrides(overrides or {}, chosen)
     params = {**params, **overrides}
     selected = set(chosen)
     runs = [NotebookRun(nb, status="pending" if nb in selected else "skipped") for nb in notebooks]
     out_dir = paths.reports_dir(profile)
+    cores = os.cpu_count() or 1
     context = {"started": datetime.now(timezone.utc), "epoch": time.time(), "clock": time.perf_counter(),
                "git": git_state(), "only": only, "kernel": kernel, "overrides": overrides,
-               "pid": os.getpid(), "host": socket.gethostname()}
+               "pid": os.getpid(), "host": socket.gethostname(),
+               "lanes": {"lanes": lanes, "cores": cores, "threads_per_lane": max(1, cores // lanes)}, "runs": runs}
     stream = progress_stream or sys.stderr
+    ledger_root = Path(tempfile.mkdtemp(prefix="provlib-ledger-"))
     with batch_lock(out_dir), kernel_environment(), ProgressRelay(stream) as relay:
         remove_stale_files(profile)
         status = "running"
         try:
             write_index(build_record(profile, params, runs, context, status), out_dir)
-            for i, run in enumerate(r for r in runs if r.path in selected):
-                print(f"[{i + 1}/{len(selected)}] {run.path.name} ({profile})", file=stream, flush=True)
-                run_one(run, params, out_dir, kernel, cell_progress=not relay.active)
-                relay.drain()
-                print(f"[{i + 1}/{len(selected)}] {run.path.name}: {run.status} in {run.wall_seconds:.1f} s",
-                      file=stream, flush=True)
-                write_index(build_record(profile, params, runs, context, status), out_dir)
+            context["floor"] = measure_floor(profile != "tiny" if floor is None else floor, stream)
+            todo = [r for r in runs if r.path in selected]
+            if lanes == 1:
+                _run_in_order(todo, profile, params, out_dir, kernel, relay, stream, context, ledger_root)
+            else:
+                _run_in_lanes(todo, profile, params, out_dir, kernel, relay, stream, context, ledger_root)
             status = "ok"
         except (KeyboardInterrupt, SystemExit):
             status = f"interrupted ({next((r.stem for r in runs if r.status == 'interrupted'), 'between notebooks')})"
@@ -248,7 +250,97 @@ def run_batch(profile: str, notebooks_dir: Path | str | None = None,
                     r.status = "not run"
             record = build_record(profile, params, runs, context, status)
             write_index(record, out_dir)
+            shutil.rmtree(ledger_root, ignore_errors=True)   # the driver's own temporary folder
     return record
+
+
+def measure_floor(wanted: bool, stream) -> dict | None:
+    """The shipped UNets' one-thread seconds per row (:func:`provlib.ledger.measure_all`); None unless
+    ``wanted`` (a ``tiny`` run is a check, not a timing, and skips it)."""
+    if not wanted:
+        return None
+    print("measuring the shipped UNets' per-row times (the ledger's floor)", file=stream, flush=True)
+    start = time.perf_counter()
+    speeds = ledger.measure_all(ledger.shipped_specs(paths.EMBEDDED_MODELS_DIR), threads=1)
+    return {"threads": 1, "seconds": round(time.perf_counter() - start, 1), "archs": speeds}
+
+
+def kernel_env(run: NotebookRun, context: dict, ledger_root: Path) -> dict:
+    """What a notebook's kernel adds to the environment: its ledger folder; in a lane, its threads."""
+    folder = ledger_root / run.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {ledger.ENV: str(folder)}
+    if context["lanes"]["lanes"] > 1:
+        threads = str(context["lanes"]["threads_per_lane"])
+        env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+    return env
+
+
+def record_ledger(run: NotebookRun, runs_done: list[NotebookRun], context: dict, ledger_root: Path) -> None:
+    """Attach the kernel's pass ledger to ``run``: passes, floor, and the notebooks whose artifacts it read."""
+    floor = context.get("floor")
+    summary = ledger.summarize(ledger.read(ledger_root / run.stem), floor["archs"] if floor else None,
+                               context["lanes"]["threads_per_lane"])
+    computed_by = {a: r.stem for r in runs_done if r.ledger for a in r.ledger.get("_computed", ())}
+    read = set(summary.pop("read"))
+    summary["_computed"] = summary.pop("computed")
+    summary["reads_from"] = sorted({computed_by[a] for a in read if a in computed_by and computed_by[a] != run.stem})
+    summary["efficiency"] = (None if not summary["floor_seconds"] or not run.wall_seconds
+                             else round(summary["floor_seconds"] / run.wall_seconds, 3))
+    run.ledger = summary
+
+
+def _run_in_order(todo, profile, params, out_dir, kernel, relay, stream, context, ledger_root) -> None:
+    done: list[NotebookRun] = []
+    for i, run in enumerate(todo):
+        print(f"[{i + 1}/{len(todo)}] {run.path.name} ({profile})", file=stream, flush=True)
+        try:
+            run_one(run, params, out_dir, kernel, cell_progress=not relay.active,
+                    env=kernel_env(run, context, ledger_root))
+        finally:
+            record_ledger(run, done, context, ledger_root)
+        done.append(run)
+        relay.drain()
+        print(f"[{i + 1}/{len(todo)}] {run.path.name}: {run.status} in {run.wall_seconds:.1f} s",
+              file=stream, flush=True)
+        write_running(profile, params, context, out_dir)
+
+
+def write_running(profile, params, context, out_dir) -> None:
+    """Rewrite the index of a run under way (after a notebook starts or ends)."""
+    write_index(build_record(profile, params, context["runs"], context, "running"), out_dir)
+
+
+def _run_in_lanes(todo, profile, params, out_dir, kernel, relay, stream, context, ledger_root) -> None:
+    done: list[NotebookRun] = []
+
+    def launch(run: NotebookRun) -> tuple:
+        prepare(run, params)
+        run.status = "running"
+        print(f"[{len(done) + 1}+] {run.path.name} ({profile}, lane)", file=stream, flush=True)
+        write_running(profile, params, context, out_dir)
+        return str(out_dir / f"{run.stem}.ipynb"), run.parameters, kernel, kernel_env(run, context, ledger_root)
+
+    def finished(run: NotebookRun) -> None:
+        record_ledger(run, done, context, ledger_root)
+        done.append(run)
+        relay.drain()
+        print(f"[{len(done)}/{len(todo)}] {run.path.name}: {run.status} in {run.wall_seconds:.1f} s",
+              file=stream, flush=True)
+        write_running(profile, params, context, out_dir)
+
+    run_in_lanes(todo, context["lanes"]["lanes"], expected_seconds(profile), launch, finished)
+
+
+def expected_seconds(profile: str) -> dict:
+    """Each notebook's wall seconds in the profile's last recorded run (``run.json``), for the lanes' order."""
+    try:
+        record = json.loads((paths.reports_dir(profile) / "run.json").read_text())
+        return {nb["stem"]: nb["wall_seconds"] for nb in record["notebooks"] if nb.get("wall_seconds")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 
 
 @contextmanager
@@ -304,12 +396,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--notebooks-dir", type=Path, default=None, help="default: the repository's notebooks/")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override a notebook parameter (a Python literal, e.g. -p timestep_stride 20)")
+    parser.add_argument("--lanes", type=int, default=1,
+                        help="notebooks run at once, each kernel with cores/lanes threads (default 1)")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip measuring the shipped UNets' per-row times (the ledger's floor)")
     args = parser.parse_args(argv)
     overrides = {name: parse_value(value) for name, value in args.parameter}
     signal.signal(signal.SIGTERM, _terminate)  # so that `kill` ends the run through its finally blocks
     try:
         record = run_batch(args.profile, notebooks_dir=args.notebooks_dir, only=args.only, kernel=args.kernel,
-                           overrides=overrides)
+                           overrides=overrides, lanes=args.lanes, floor=False if args.no_floor else None)
     except RunRefused as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(f"{record['status']}: {paths.reports_dir(args.profile) / 'README.md'}", file=sys.stderr)

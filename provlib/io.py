@@ -44,7 +44,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import paths
+from . import ledger, paths
 
 FORMAT = "provlib-artifact/1"
 _META_KEY = "provlib"
@@ -288,6 +288,8 @@ def cached(kind: str, config: dict, compute: Callable[[], Mapping[str, torch.Ten
            expect: Mapping[str, tuple] | None = None) -> dict[str, torch.Tensor]:
     """Load the tensors cached for ``config``, else ``compute()`` them and store them atomically.
 
+    The computation is a step of the pass ledger (:mod:`provlib.ledger`), named ``kind``.
+
     The file records the hash of its key and how long ``compute()`` took
     (``seconds`` in its metadata, see :func:`cached_meta`): a file copied under
     another key, or one whose entries lack the ``expect``-ed shapes, raises
@@ -299,9 +301,12 @@ def cached(kind: str, config: dict, compute: Callable[[], Mapping[str, torch.Ten
         with artifact_lock(path.parent):
             if not path.exists():  # not computed by another process while this one waited
                 start = time.perf_counter()
-                result = dict(compute())
+                with ledger.step(kind):
+                    result = dict(compute())
+                ledger.artifact(kind, key, computed=True)
                 save_tensors(path, result, {"kind": kind, "key": key,
                                             "seconds": round(time.perf_counter() - start, 4)})
+    ledger.artifact(kind, key, computed=False)
     tensors, meta = load_tensors(path, expect=expect)  # a fresh result is read back as a re-run will read it
     if meta.get("key") != key or meta.get("kind") != kind:
         raise ArtifactError(f"{path} was written for {meta.get('kind')}/{meta.get('key')}, not "

@@ -16,7 +16,8 @@ import nbformat
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from provlib import batch
+from provlib import batch, lanes
+from provlib.study import order
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
@@ -212,10 +213,10 @@ def test_a_refused_run_is_one_line_with_exit_status_2(notebooks_dir, output_dir)
     assert out.returncode == 2 and "another batch run" in out.stderr and "Traceback" not in out.stderr
 
 
-def _start_sleeping_run(notebooks_dir, output_dir) -> subprocess.Popen:
+def _start_sleeping_run(notebooks_dir, output_dir, *more) -> subprocess.Popen:
     env = {**os.environ, "PROVLIB_OUTPUT_DIR": str(output_dir), "PROVLIB_CACHE_DIR": str(output_dir / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "provlib.batch", "--profile", "tiny", "--notebooks-dir",
-                             str(notebooks_dir), "--only", "03"], env=env, start_new_session=True,
+                             str(notebooks_dir), "--only", "03", *more], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = output_dir / "reports/tiny/.03_sleep.partial.ipynb"
     deadline = time.time() + 120
@@ -254,6 +255,19 @@ def test_sigterm_ends_the_run_as_interrupted(notebooks_dir, output_dir):
     assert not (output_dir / "reports/tiny/03_sleep.ipynb").exists()
 
 
+def test_sigterm_stops_the_lanes_and_their_kernels(notebooks_dir, output_dir):
+    proc = _start_sleeping_run(notebooks_dir, output_dir, "--lanes", "2")
+    proc.send_signal(signal.SIGTERM)   # to the driver alone
+    assert proc.wait(timeout=60) != 0
+    deadline = time.time() + 30
+    while _alive(proc.pid) and time.time() < deadline:   # the lanes' workers and kernels end too
+        time.sleep(0.5)
+    assert not _alive(proc.pid), "a lane's worker or kernel outlived the run"
+    saved = json.loads((output_dir / "reports/tiny/run.json").read_text())
+    assert saved["status"] == "interrupted (03_sleep)"
+    assert saved["notebooks"][2]["status"] == "interrupted"
+
+
 def _alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -285,3 +299,68 @@ def test_a_notebook_kernel_records_versions_without_importing_the_batch_driver()
             "print(v['provlib'], 'papermill' in sys.modules, 'provlib.batch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == [metadata.version("provlib"), "False", "False"]
+
+
+LANE_PARAMETERS = 'profile: str = "tiny"  # profile name\n'
+UNET_WORK = '''\
+import time, torch
+from provlib import io
+from provlib.models import UNetConfig, build_unet
+unet = build_unet(UNetConfig(sample_size=8, block_out_channels=(8, 16), norm_num_groups=4))
+def compute():
+    with torch.no_grad():
+        return {"out": unet(torch.zeros(6, 1, 8, 8), torch.zeros(6, dtype=torch.long)).sample}
+io.cached("lane-demo", {"n": 6}, compute)
+'''
+
+
+@pytest.fixture(scope="module")
+def lane_run(tmp_path_factory) -> tuple[dict, Path]:
+    """``01`` computes a cached artifact with 6 UNet rows and sleeps; ``02`` needs ``01`` and reads it; ``03``
+    needs nothing and sleeps: run in two lanes."""
+    folder = tmp_path_factory.mktemp("lane-notebooks")
+    write_notebook(folder / "01_first.ipynb", LANE_PARAMETERS,
+                   UNET_WORK + "time.sleep(4)\nopen('01.done', 'w').write(str(time.time()))\n")
+    write_notebook(folder / "02_second.ipynb", LANE_PARAMETERS,
+                   UNET_WORK + "import os\nassert os.path.exists('01.done')\n")
+    write_notebook(folder / "03_other.ipynb", LANE_PARAMETERS,
+                   "import time\nopen('03.start', 'w').write(str(time.time()))\ntime.sleep(4)\n")
+    out = tmp_path_factory.mktemp("lane-out")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROVLIB_OUTPUT_DIR", str(out))
+        mp.setenv("PROVLIB_CACHE_DIR", str(out / "cache"))
+        mp.setattr(order, "NEEDS", {"02": ("01",)})
+        record = batch.run_batch("tiny", notebooks_dir=folder, lanes=2, progress_stream=io.StringIO())
+    return record, folder
+
+
+def test_lanes_run_notebooks_at_once_but_never_before_what_they_need(lane_run):
+    record, folder = lane_run
+    assert record["status"] == "ok" and [nb["status"] for nb in record["notebooks"]] == ["ok"] * 3
+    first_done = float((folder / "01.done").read_text())
+    assert float((folder / "03.start").read_text()) < first_done   # 03 ran beside 01
+    assert record["lanes"] == {"lanes": 2, "cores": os.cpu_count(), "threads_per_lane": max(1, os.cpu_count() // 2)}
+
+
+def test_the_index_shows_each_notebooks_passes_and_whose_artifacts_it_read(lane_run):
+    record, _ = lane_run
+    first, second, other = (nb["ledger"] for nb in record["notebooks"])
+    assert (first["forward"], first["backward"]) == (6, 0)       # computed the artifact
+    assert (second["forward"], second["backward"]) == (0, 0)     # read it from the cache
+    assert second["reads_from"] == ["01_first"] and first["reads_from"] == [] == other["reads_from"]
+    assert first["floor_seconds"] is None and record["floor"] is None   # tiny: no floor measured
+    assert record["ledger"]["forward"] == 6
+
+
+def test_a_failing_notebook_in_a_lane_stops_the_run(notebooks_dir, output_dir):
+    with pytest.raises(lanes.NotebookFailed, match="02_broken: RuntimeError: boom"):
+        batch.run_batch("tiny", notebooks_dir=notebooks_dir, only=["01", "02"], lanes=2,
+                        progress_stream=io.StringIO())
+    saved = json.loads((output_dir / "reports/tiny/run.json").read_text())
+    assert saved["status"] == "failed (02_broken)"
+    assert (output_dir / "reports/tiny/02_broken.failed.ipynb").is_file()
+
+
+def test_lanes_must_be_a_positive_number(notebooks_dir, output_dir):
+    with pytest.raises(batch.RunRefused, match="lanes must be a positive number"):
+        batch.run_batch("tiny", notebooks_dir=notebooks_dir, lanes=0)

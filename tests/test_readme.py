@@ -37,3 +37,15 @@ def test_the_default_budget_is_the_reports_and_the_shipped_probes_use_it():
         assert max(probe.info["certifiable_fpr"].values()) <= 0.01
         meta = json.loads((EMBEDDED_PROBES_DIR / name / "probe.json").read_text())
         assert meta["passes_per_image"] == total_passes(probe.columns)
+
+
+def test_the_timing_statement_is_the_committed_runs():
+    import json
+
+    from provlib.report.index import timing_statement
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- timing:.*?-->\s*(.*?)\s*<!-- /timing -->", readme, re.S)
+    assert block, "README lacks the timing block"
+    record = json.loads((ROOT / "reports/cpu/run.json").read_text())
+    assert " ".join(block.group(1).split()) == " ".join(timing_statement(record).split())

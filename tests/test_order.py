@@ -1,0 +1,31 @@
+"""The notebooks' declared order (provlib/study/order.py) and the order lanes start them in."""
+from __future__ import annotations
+
+from provlib.batch import list_notebooks
+from provlib.paths import NOTEBOOKS_DIR
+from provlib.study import order
+
+STEMS = [nb.stem for nb in list_notebooks(NOTEBOOKS_DIR)]
+
+
+def test_every_declared_need_is_an_earlier_notebook():
+    prefixes = [order.prefix(s) for s in STEMS]
+    for nb, needs in order.NEEDS.items():
+        assert nb in prefixes, f"NEEDS names {nb}, which is no notebook"
+        for n in needs:
+            assert n in prefixes and prefixes.index(n) < prefixes.index(nb), f"{nb} needs {n}: not an earlier notebook"
+
+
+def test_lanes_start_the_longest_chain_first():
+    stems = ["01_a", "02_b", "03_c", "04_d"]
+    saved = dict(order.NEEDS)
+    try:
+        order.NEEDS.clear()
+        order.NEEDS.update({"02": ("01",), "04": ("01",)})
+        expected = {"01_a": 10, "02_b": 100, "03_c": 50, "04_d": 5}
+        assert order.lane_order(stems, expected) == ["01_a", "02_b", "03_c", "04_d"]  # 01 -> 02 is 110 s
+        assert order.closure("02_b", stems) == {"01_a"} and order.closure("03_c", stems) == set()
+        assert order.lane_order(stems, {"03_c": 500}) == ["03_c", "01_a", "02_b", "04_d"]
+    finally:
+        order.NEEDS.clear()
+        order.NEEDS.update(saved)
