@@ -68,6 +68,8 @@ def _workload(model_name: str, kind: str, rows: int):
                 unet(x, t, **kwargs)
         return forward
 
+    unet.requires_grad_(True)   # a loaded pipeline's weights come frozen
+
     def backward():
         unet.zero_grad(set_to_none=True)
         unet(x, t, **kwargs).sample.pow(2).mean().backward()
