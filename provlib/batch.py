@@ -60,7 +60,7 @@ from typing import Iterator, Sequence
 import papermill
 
 from . import ledger, paths
-from .lanes import describe_error, execute_notebook, run_in_lanes
+from .lanes import describe_error, environment, execute_notebook, run_in_lanes
 from .progress import ProgressRelay
 from .report.index import NotebookRun, build_record, git_state, write_index
 from .study.profiles import PROFILES, RULES, check_parameter, get_profile
@@ -145,17 +145,9 @@ def check_overrides(overrides: dict, notebooks: Sequence[Path]) -> dict:
 @contextmanager
 def kernel_environment() -> Iterator[None]:
     """Environment the kernels inherit: Agg backend, and this very provlib importable."""
-    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "PYTHONPATH")}
-    os.environ["MPLBACKEND"] = "Agg"
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), saved["PYTHONPATH"]]))
-    try:
+    pythonpath = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    with environment({"MPLBACKEND": "Agg", "PYTHONPATH": pythonpath}):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run_one(run: NotebookRun, profile_params: dict, out_dir: Path, kernel: str | None,

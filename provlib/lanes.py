@@ -32,12 +32,13 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict, kernel: str
     ``env`` is added to the environment the kernel starts with (this process's, restored after).
     A failing run leaves its executed copy (error cell included) at ``<stem>.failed.ipynb``.
     """
-    with _environment(env or {}):
+    with environment(env or {}):
         _execute(notebook, output, parameters, kernel, cell_progress)
 
 
 @contextmanager
-def _environment(values: dict) -> Iterator[None]:
+def environment(values: dict) -> Iterator[None]:
+    """Add ``values`` to this process's environment for the block (restored after)."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update({k: str(v) for k, v in values.items()})
     try:
