@@ -1,7 +1,8 @@
 # One-command entry points.  `make test` is what CI runs (.ci/run).
 #   make venv         create .venv and install the pinned environment (reruns when pyproject.toml changes)
 #   make test         run the test suite
-#   make reproduce    regenerate every figure and table (profile cpu) into figures/cpu and reports/cpu
+#   make reproduce    regenerate every figure and table (profile cpu) into figures/cpu and reports/cpu,
+#                     two notebooks at once (--lanes 2, one thread each)
 #   make tiny         the same with the seconds-long tiny profile (figures/tiny, reports/tiny)
 #   make notebooks    re-execute the committed notebooks in place (their tiny outputs, checked by nbval)
 #   make clean-cache  delete the config-keyed artifact cache (models, samples, features)
@@ -35,7 +36,7 @@ test: venv
 	$(PY) -m pytest
 
 reproduce: venv
-	$(PY) -m provlib.batch --profile cpu
+	$(PY) -m provlib.batch --profile cpu --lanes 2
 
 tiny: venv
 	$(PY) -m provlib.batch --profile tiny
