@@ -1,6 +1,8 @@
 """A run resolved once: its parameters, its targets, and what a notebook's run may read."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -36,6 +38,18 @@ def test_a_target_is_resolved_once_per_run_and_reads_the_same_splits_as_the_stud
     sets = evaluated_sets(get_target("fm1000"), 0)
     assert np.array_equal(target.image_sets["member"].ids, sets["member"].ids)
     assert len(target.image_sets["member"]) == get_target("fm1000").members_evaluated
+
+
+def test_aggregate_results_are_keyed_by_the_images_a_target_evaluates():
+    """A cached table must not outlive a change of which members are evaluated (the sd1000-empty rows once
+    did: their key named the target, not its images)."""
+    from provlib.study.run import Target
+    run = Run.from_profile("cpu")
+    target = run.target("fm1000")
+    assert target.evaluated == Target(run, get_target("fm1000")).evaluated          # a function of its inputs
+    fewer = dataclasses.replace(get_target("fm1000"), n_member_eval=get_target("fm1000").members_evaluated - 1)
+    assert Target(run, fewer).evaluated != target.evaluated
+    assert run.replace(seed=1).target("fm1000").evaluated != target.evaluated       # another member subset
 
 
 def test_each_split_has_the_noise_stream_of_its_images():

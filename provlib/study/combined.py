@@ -95,9 +95,11 @@ def evaluate(target: Target, setting: str, *, progress: bool = True) -> list[Bud
 
 
 def evaluation(target: Target, setting: str, *, progress: bool = True) -> list[Budgeted]:
-    """:func:`evaluate`, cached (pickle-free) under the target's weights, the parameters and the code's version."""
+    """:func:`evaluate`, cached (pickle-free) under the target's weights and evaluated images, the parameters
+    and the code's version."""
     run = target.run
-    key = {"model": target.fingerprint, "target": target.name, "setting": setting,
+    key = {"model": target.fingerprint, "target": target.name, "evaluated": target.evaluated,
+           "setting": setting,
            "params": {k: getattr(run, k) for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride")},
            "code": code_version(sys.modules[__name__], G, M, selection, probe, metrics, gsa, attacks.sima,
                                 attacks.pia, attacks.secmi, classifiers, ddim, trajectory, persample, artifacts)}
@@ -223,7 +225,7 @@ def _cached(kind: str, target: Target, extra: dict, compute):
     """``compute()``'s JSON-able result, cached (pickle-free) under the target's weights, the parameters the
     origin study reads, and the code's version."""
     run = target.run
-    key = {"model": target.fingerprint, "target": target.name, **extra,
+    key = {"model": target.fingerprint, "target": target.name, "evaluated": target.evaluated, **extra,
            "params": {k: v for k, v in run.values().items()   # those the run was given (3-way reads no open world)
                       if k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride", "n_generated",
                                "sampler_steps", "open_world", "n_open_world")},

@@ -190,9 +190,11 @@ def cnn(run: Run, r: Rows, name: str, X: dict, cost: dict, seconds: float, *, sh
 
 
 def evaluation(target: Target, setting: str, *, progress: bool = True) -> dict[str, Result]:
-    """:func:`evaluate`, cached (pickle-free) under the target's weights, the parameters and the code's version."""
+    """:func:`evaluate`, cached (pickle-free) under the target's weights and evaluated images, the parameters
+    and the code's version."""
     run = target.run
-    key = {"model": target.fingerprint, "target": target.name, "setting": setting,
+    key = {"model": target.fingerprint, "target": target.name, "evaluated": target.evaluated,
+           "setting": setting,
            "params": {k: getattr(run, k) for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride")},
            "code": code_version(sys.modules[__name__], measurements, attacks, gsa, pia, secmi, sima, attacks.blind,
                                 attacks.loss, classifiers, probe, metrics, ddim, trajectory, persample, artifacts)}

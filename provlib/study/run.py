@@ -18,6 +18,7 @@ subset of ``count`` of its images, re-encoded by ``codec``
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -176,6 +177,20 @@ class Target:
             pool = np.flatnonzero(held == part)
             pos[own == part] = np.sort(rng.choice(pool, int((own == part).sum()), replace=False))
         return pos
+
+    @cached_property
+    def evaluated(self) -> str:
+        """A digest of what the target is evaluated on: its configuration and the ids and pixels of each
+        evaluated split (and the held-out positions the shifted split re-acquires).  Aggregate results
+        (tables, probes) are cached under it, so a change in which images a target evaluates, wherever
+        in the code it is made, recomputes them."""
+        h = hashlib.sha256(repr(dataclasses.asdict(self.config)).encode())
+        for split, images in sorted(self.image_sets.items()):
+            h.update(split.encode())
+            h.update(np.ascontiguousarray(images.ids).tobytes())
+            h.update(images.images.numpy().tobytes())
+        h.update(self.shifted_positions.tobytes())
+        return h.hexdigest()
 
     def matched_heldout_rows(self) -> np.ndarray:
         """For each evaluation row of the shifted split (in order), its index among the held-out split's
