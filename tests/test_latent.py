@@ -265,6 +265,9 @@ def test_gsa1_image_gradients_on_a_latent_model_follow_each_images_caption(model
     torch.testing.assert_close(second[0], both[1], rtol=1e-4, atol=1e-10)
     empty = image_layer_grad_norms(model.unet, model.scheduler, z0, [10, 300], cond=model.condition(n=2))
     assert both.shape == empty.shape and not torch.allclose(both, empty)
+    # the batched hooks (both images in one backward) against one ordinary backward per image
+    loop = image_layer_grad_norms(model.unet, model.scheduler, z0, [10, 300], cond=cond, method="autograd")
+    torch.testing.assert_close(both, loop, rtol=1e-3, atol=1e-10)
 
 
 def test_the_sampler_under_a_text_condition_is_diffusers_own_ddim_sampling(pipeline_dir, model):

@@ -129,3 +129,31 @@ def test_the_command_line_decision_is_calibrated_on_shadow_models_and_reported_o
     assert len(d) == 8 and set(d.model.str.split("-").str[0]) == {"test"}
     assert d.alpha.eq(1 / 5).all()                      # 4 innocent shadow models certify 1/(4+1)
     assert d[d.infringing].declared.all() and not d[~d.infringing].declared.any()
+
+
+def test_an_innocent_models_watermark_generations_are_drawn_once_for_every_class_label_source(monkeypatch, tmp_path):
+    """The class-label sources share their conditions, so the innocent suspects' generations (the watermark
+    baseline's) are one cached draw; an infringing suspect's are its own."""
+    import torch
+
+    from provlib.study import suspects as S
+
+    monkeypatch.setenv("PROVLIB_CACHE_DIR", str(tmp_path / "cache"))
+    drawn = []
+
+    def generate(model, condition, ids, *, seed):
+        drawn.append((model, tuple(condition.tolist()), int(ids[0]), len(ids)))
+        return torch.zeros(len(ids), 1, S.SIZE, S.SIZE)
+
+    monkeypatch.setattr(K, "generate", generate)
+    monkeypatch.setattr(S, "suspect_record", lambda name, seed: {"name": name, "seed": seed})
+    monkeypatch.setattr(S, "model", lambda name, seed=0: f"model {name}")
+    run = Run.from_profile("tiny")
+    innocent = A.suspects(run, S.SOURCES[0], "test")[0]
+    assert innocent.source is None
+    for source in S.SOURCES[:2]:
+        assert A.generations(run, source, innocent.name).shape == (run.n_keys_max, 1, S.SIZE, S.SIZE)
+    assert len(drawn) == 1 and drawn[0][2] == A.WATERMARK_ID0 and drawn[0][3] == run.n_keys_max
+    guilty = [s for s in A.suspects(run, S.SOURCES[1], "test") if s.rho > 0][0]
+    A.generations(run, S.SOURCES[1], guilty.name)
+    assert len(drawn) == 2 and drawn[1][0] == f"model {guilty.name}"

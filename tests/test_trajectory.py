@@ -95,7 +95,7 @@ def test_unsupported_layers_are_refused_by_the_hook_kernel():
         PerSampleGradNorms(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)))
 
 
-@pytest.mark.parametrize("c_in, c_out, size, kernel, stride, route, upsampled", [
+CONV_CASES = [
     (3, 5, 8, 3, 1, "grouped", False),
     (64, 64, 4, 3, 1, "ghost", False),
     (6, 1, 8, 3, 1, "shifted", False),    # very few output channels
@@ -114,17 +114,24 @@ def test_unsupported_layers_are_refused_by_the_hook_kernel():
     (64, 64, 4, 3, 1, "ghost", True),    # upsampled, but the ghost norm is cheaper still
     (40, 8, 8, 1, 1, "1x1", True),
     (40, 8, 8, 3, 2, "grouped", True),   # strided: not the upsampled route
-    (40, 8, 8, 3, 1, "shifted", "all but sample 0")])
+    (40, 8, 8, 3, 1, "shifted", "all but sample 0")]
+
+
+def _conv_input(c_in, size, upsampled, n):
+    x = torch.randn(n, c_in, size, size, dtype=torch.double)
+    if upsampled:
+        coarse = F.interpolate(torch.randn(n, c_in, size // 2, size // 2, dtype=torch.double), scale_factor=2)
+        x = torch.cat([x[:1], coarse[1:]]) if upsampled == "all but sample 0" else coarse
+    return x.requires_grad_(True)
+
+
+@pytest.mark.parametrize("c_in, c_out, size, kernel, stride, route, upsampled", CONV_CASES)
 def test_per_sample_conv_norms_match_autograd(c_in, c_out, size, kernel, stride, route, upsampled):
     """Every route of the conv rule against per-sample autograd in float64."""
     from provlib.kernels.persample import PerSampleGradNorms, conv_route
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2).double()
-    x = torch.randn(3, c_in, size, size, dtype=torch.double)
-    if upsampled:
-        coarse = F.interpolate(torch.randn(3, c_in, size // 2, size // 2, dtype=torch.double), scale_factor=2)
-        x = torch.cat([x[:1], coarse[1:]]) if upsampled == "all but sample 0" else coarse
-    x.requires_grad_(True)
+    x = _conv_input(c_in, size, upsampled, 3)
     assert conv_route(conv, x, conv(x)) == route
     with PerSampleGradNorms(conv) as norms:
         loss = conv(x).pow(2).flatten(1).sum(1)
@@ -133,6 +140,27 @@ def test_per_sample_conv_norms_match_autograd(c_in, c_out, size, kernel, stride,
         grads = torch.autograd.grad(conv(x[i:i + 1]).pow(2).sum(), list(conv.parameters()))
         expected = sum(g.pow(2).sum() for g in grads)
         torch.testing.assert_close(norms.total[i], expected, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("c_in, c_out, size, kernel, stride, route, upsampled", CONV_CASES)
+def test_per_sample_conv_norms_of_samples_of_several_rows_match_autograd(c_in, c_out, size, kernel, stride, route,
+                                                                          upsampled):
+    """With 3 rows per sample (GSA_1: an image's timestep rows), a sample's norm is that of the gradient of its
+    rows' summed loss, by every route but the ghost norm (which the route choice then avoids)."""
+    from provlib.kernels.persample import PerSampleGradNorms, conv_route
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2).double()
+    x = _conv_input(c_in, size, upsampled, 6)
+    if route != "ghost":
+        assert conv_route(conv, x, conv(x), 3) == route
+    assert conv_route(conv, x, conv(x), 3) != "ghost"
+    with PerSampleGradNorms(conv, rows_per_sample=3) as norms:
+        loss = conv(x).pow(2).flatten(1).sum(1)
+        torch.autograd.grad(loss.sum(), [x, *norms.leaves])
+    assert norms.total.shape == (2,)
+    for i in range(2):
+        grads = torch.autograd.grad(conv(x[3 * i:3 * i + 3]).pow(2).sum(), list(conv.parameters()))
+        torch.testing.assert_close(norms.total[i], sum(g.pow(2).sum() for g in grads), rtol=1e-10, atol=0)
 
 
 def _per_module_sq(model, grads):
@@ -169,13 +197,16 @@ def test_per_layer_norms_sum_to_the_total_and_match_a_float64_loop(model, images
                                        dtype=torch.float64), rtol=1e-4, atol=1e-9)
 
 
-def test_image_gradient_of_the_mean_loss_matches_a_float64_loop(model, images):
+@pytest.mark.parametrize("method, batch_size", [("hooks", 8), ("hooks", 4), ("hooks", 96), ("autograd", 96)])
+def test_image_gradient_of_the_mean_loss_matches_a_float64_loop(model, images, method, batch_size):
+    """GSA_1's feature, by either method (hooks: 2 images, 1 image, all 3 per backward) against float64."""
     from provlib.kernels.persample import layer_names
     from provlib.kernels.trajectory import image_layer_grad_norms
 
     unet, sched = model
     ts = [0, 120, 500, 999]
-    got = image_layer_grad_norms(unet, sched, images[:3], ts, seed=4, ids=[10, 11, 12])
+    got = image_layer_grad_norms(unet, sched, images[:3], ts, seed=4, ids=[10, 11, 12], method=method,
+                                 batch_size=batch_size)
     names = layer_names(unet)
     double = copy.deepcopy(unet).double().requires_grad_(True)
     params = list(double.parameters())

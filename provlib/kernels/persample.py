@@ -35,9 +35,10 @@ SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm)
 GROUPED_MAX_CHANNELS = 32
 
 
-def _sq(x: torch.Tensor) -> torch.Tensor:
-    """Per-sample squared norm of a (B, ...) tensor."""
-    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1).square()
+def _sq(x: torch.Tensor, r: int = 1) -> torch.Tensor:
+    """Per-sample squared norm of a (B r, ...) tensor whose sample i is the sum of its ``r`` consecutive rows."""
+    flat = x.reshape(x.shape[0] // r, r, -1).sum(1) if r > 1 else x.reshape(x.shape[0], -1)
+    return torch.linalg.vector_norm(flat, dim=1).square()
 
 
 def _matmul_sq_norm(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -50,29 +51,32 @@ def _matmul_sq_norm(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return _sq(torch.bmm(g.transpose(1, 2), a))
 
 
-def _linear(module: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    a3, g3 = a.reshape(a.shape[0], -1, a.shape[-1]), g.reshape(g.shape[0], -1, g.shape[-1])
+def _linear(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, r: int = 1) -> torch.Tensor:
+    b = a.shape[0] // r   # a sample's rows are positions of one product: dW_i = sum over them of g^T a
+    a3, g3 = a.reshape(b, -1, a.shape[-1]), g.reshape(b, -1, g.shape[-1])
     out = _matmul_sq_norm(a3, g3)
     if module.bias is not None:
         out = out + _sq(g3.sum(1))
     return out
 
 
-def _conv2d(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    out = _CONV_ROUTES[conv_route(module, a, g)](module, a, g)
+def _conv2d(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, r: int = 1) -> torch.Tensor:
+    out = _CONV_ROUTES[conv_route(module, a, g, r)](module, a, g, r)
     if module.bias is not None:
-        out = out + _sq(g.sum((2, 3)))
+        out = out + _sq(g.sum((2, 3)), r)
     return out
 
 
-def conv_route(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> str:
-    """Which way the per-sample weight-gradient norms of this convolution are computed (NOTES.md)."""
+def conv_route(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, r: int = 1) -> str:
+    """Which way the per-sample weight-gradient norms of this convolution are computed (NOTES.md); with
+    ``r`` > 1 rows per sample never the ghost norm (its Gram matrices would span the sample's rows)."""
     if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
         raise NotImplementedError(f"per-sample norms for {module} (groups, padding mode) are not implemented")
     if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding == (0, 0):
         return "1x1"
     if _same_padding(module):
-        ghost, direct = _ghost_cost(module, a, g), _direct_cost(module, a, g)
+        ghost = _ghost_cost(module, a, g) if r == 1 else float("inf")
+        direct = _direct_cost(module, a, g)
         if direct // 4 < ghost and _nearest_upsampled(a):  # the value check only where it can pay
             return "upsampled"
         if ghost < direct:
@@ -82,9 +86,11 @@ def conv_route(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> str:
     return "grouped"
 
 
-def _conv_1x1(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """A 1x1 convolution is a linear layer over positions."""
-    return _matmul_sq_norm(a.flatten(2).transpose(1, 2), g.flatten(2).transpose(1, 2))
+def _conv_1x1(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, r: int = 1) -> torch.Tensor:
+    """A 1x1 convolution is a linear layer over positions (a sample's rows: more positions)."""
+    b = a.shape[0] // r
+    return _matmul_sq_norm(a.flatten(2).transpose(1, 2).reshape(b, -1, a.shape[1]),
+                           g.flatten(2).transpose(1, 2).reshape(b, -1, g.shape[1]))
 
 
 def _same_padding(module: nn.Conv2d) -> bool:
@@ -106,7 +112,7 @@ def _ghost_cost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> int:
     return positions ** 2 * (a.shape[1] + g.shape[1] + kh * kw)
 
 
-def _conv_ghost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _conv_ghost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, r: int = 1) -> torch.Tensor:
     """||dW_i||^2 = sum_{p,q} <patch_p, patch_q> <g_p, g_q>, without forming patches or dW_i.
 
     The patch Gram matrix is a sum of shifted blocks of the padded input's Gram
@@ -115,6 +121,8 @@ def _conv_ghost(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Te
     input's Gram matrix padded with zeros (cheaper than the Gram of the padded input).
     Cheaper than forming dW_i on small maps (8x8) with many channels.
     """
+    if r != 1:
+        raise ValueError("the ghost norm takes one row per sample")
     (kh, kw), (b, _, h, w) = module.kernel_size, g.shape
     ph, pw = kh // 2, kw // 2
     x = a.flatten(2)                                                     # (B, Cin, L)
@@ -134,7 +142,7 @@ def _shifted_sum(block, n: int) -> torch.Tensor:
     return out
 
 
-def _conv_grouped(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _conv_grouped(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, r: int = 1) -> torch.Tensor:
     """All per-sample weight gradients as one weight-gradient convolution with a group per sample."""
     b, c_in, c_out = a.shape[0], a.shape[1], g.shape[1]
     weight = module.weight.new_empty((b * c_out, *module.weight.shape[1:]))  # only its shape is read
@@ -142,10 +150,10 @@ def _conv_grouped(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.
         g.reshape(1, b * c_out, *g.shape[2:]), a.reshape(1, b * c_in, *a.shape[2:]), weight, None,
         list(module.stride), list(module.padding), list(module.dilation), False, [0, 0], b,
         [False, True, False])[1]
-    return _sq(dw.reshape(b, -1))
+    return _sq(dw.reshape(b, -1), r)
 
 
-def _conv_shifted(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _conv_shifted(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, r: int = 1) -> torch.Tensor:
     """Per-sample weight gradients one kernel offset at a time: a batched matmul per offset, no padding.
 
     With maps flattened row by row, the input under kernel offset (di, dj) is
@@ -167,7 +175,7 @@ def _conv_shifted(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.
             dj = j - pw
             p0, p1 = rows[0] * w + max(0, -dj), rows[1] * w - max(0, dj)        # output positions (flattened)
             q0 = p0 + di * w + dj                                               # where their inputs start
-            out = out + _sq(torch.bmm(g_cols[dj][:, :, p0:p1], x[:, :, q0:q0 + p1 - p0].transpose(1, 2)))
+            out = out + _sq(torch.bmm(g_cols[dj][:, :, p0:p1], x[:, :, q0:q0 + p1 - p0].transpose(1, 2)), r)
     return out
 
 
@@ -186,7 +194,7 @@ def _nearest_upsampled(a: torch.Tensor) -> bool:
     return True
 
 
-def _conv_upsampled(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _conv_upsampled(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, r: int = 1) -> torch.Tensor:
     """Per-sample weight gradients of a "same" convolution whose input is a nearest 2x upsampling of u.
 
     With a_(y, x) = u_(y // 2, x // 2), the weight gradient at kernel offset
@@ -205,7 +213,7 @@ def _conv_upsampled(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torc
     sb, sc, sh, sw = pairs.stride()
     blocks = pairs.as_strided((b, kh, kw, g.shape[1], h // 2, w // 2), (sb, sh, sw, sc, 2 * sh, 2 * sw))
     u = a[:, :, 0::2, 0::2].reshape(b, c_in, -1)
-    return _sq(torch.bmm(blocks.reshape(b, -1, u.shape[2]), u.transpose(1, 2)))
+    return _sq(torch.bmm(blocks.reshape(b, -1, u.shape[2]), u.transpose(1, 2)), r)
 
 
 def _zero_columns(g: torch.Tensor, dj: int) -> torch.Tensor:
@@ -220,26 +228,26 @@ def _zero_columns(g: torch.Tensor, dj: int) -> torch.Tensor:
     return out
 
 
-def _group_norm(module: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros(a.shape[0], dtype=a.dtype, device=a.device)
+def _group_norm(module: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor, r: int = 1) -> torch.Tensor:
+    out = torch.zeros(a.shape[0] // r, dtype=a.dtype, device=a.device)
     dims = tuple(range(2, a.ndim))
     if module.weight is not None:
         xhat = F.group_norm(a, module.num_groups, eps=module.eps)
-        out = out + _sq((g * xhat).sum(dims))
+        out = out + _sq((g * xhat).sum(dims), r)
     if module.bias is not None:
-        out = out + _sq(g.sum(dims))
+        out = out + _sq(g.sum(dims), r)
     return out
 
 
-def _layer_norm(module: nn.LayerNorm, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _layer_norm(module: nn.LayerNorm, a: torch.Tensor, g: torch.Tensor, r: int = 1) -> torch.Tensor:
     """dgamma_i = sum over positions of g_i * xhat_i, dbeta_i = sum over positions of g_i."""
-    out = torch.zeros(a.shape[0], dtype=a.dtype, device=a.device)
+    out = torch.zeros(a.shape[0] // r, dtype=a.dtype, device=a.device)
     lead = tuple(range(1, a.ndim - len(module.normalized_shape)))
     if module.weight is not None:
         xhat = F.layer_norm(a, module.normalized_shape, eps=module.eps)
-        out = out + _sq((g * xhat).sum(lead) if lead else g * xhat)
+        out = out + _sq((g * xhat).sum(lead) if lead else g * xhat, r)
     if module.bias is not None:
-        out = out + _sq(g.sum(lead) if lead else g)
+        out = out + _sq(g.sum(lead) if lead else g, r)
     return out
 
 
@@ -257,17 +265,22 @@ class PerSampleGradNorms:
     The backward must reach ``leaves`` as well as the input, e.g.
     ``torch.autograd.grad(loss.sum(), [x, *norms.leaves])``.
 
+    With ``rows_per_sample=r``, a sample is ``r`` consecutive rows of the batch and its gradient the
+    gradient of their summed loss (GSA_1: an image's loss averaged over its timestep rows), whose
+    norm is not the sum of the rows' norms: each rule sums the rows' weight-gradient pieces first.
+
     Every module holding parameters must be a Linear, Conv2d, GroupNorm or LayerNorm used
     once per forward pass; anything else raises NotImplementedError (use the
     ``torch.func`` kernel then).
     """
 
-    def __init__(self, model: nn.Module, *, per_layer: bool = False):
+    def __init__(self, model: nn.Module, *, per_layer: bool = False, rows_per_sample: int = 1):
         named = [(name, m) for name, m in model.named_modules()
                  if any(p is not None for p in m.parameters(recurse=False))]
         self.modules = [m for _, m in named]
         self.names = {m: name for name, m in named}
         self.per_layer = per_layer
+        self.rows = rows_per_sample
         self.layers: dict[str, torch.Tensor] = {}  # with per_layer: module name -> (B,) squared norms
         unsupported = {type(m).__name__ for m in self.modules if type(m) not in _RULES}
         if unsupported:
@@ -290,12 +303,14 @@ class PerSampleGradNorms:
             raise NotImplementedError(f"{type(module).__name__} is called twice in one forward pass")
         self._seen.add(module)
         a = inputs[0].detach()
+        if a.shape[0] % self.rows:
+            raise ValueError(f"a batch of {a.shape[0]} rows is not samples of {self.rows} rows each")
         if not inputs[0].requires_grad:
             # the input does not depend on the image (e.g. the timestep embedding): make the output
             # a leaf, so that a backward asked to reach ``leaves`` passes through this layer
             output = output.detach().requires_grad_(True)
             self.leaves.append(output)
-        output.register_hook(lambda g, m=module, a=a: self._add(m, _RULES[type(m)](m, a, g.detach())))
+        output.register_hook(lambda g, m=module, a=a: self._add(m, _RULES[type(m)](m, a, g.detach(), self.rows)))
         return output
 
     def _add(self, module: nn.Module, sq: torch.Tensor) -> None:

@@ -222,54 +222,82 @@ def trajectory_features(unet, scheduler, images: torch.Tensor, timesteps, *, noi
     return {f: v.view(n, n_t, *v.shape[1:]) for f, v in out.items()}
 
 
+GRAD_NORM_METHODS = ("hooks", "autograd")
+
+
 def image_layer_grad_norms(unet, scheduler, images: torch.Tensor, timesteps, *, seed: int = 0,
                            ids: Sequence[int] | None = None, device=None, progress: bool = False,
-                           cond: torch.Tensor | None = None) -> torch.Tensor:
+                           cond: torch.Tensor | None = None, method: str = "hooks",
+                           batch_size: int = 96) -> torch.Tensor:
     """Per image, each layer's ||d/dtheta_layer mean_t L_t||^2: one gradient of the loss averaged over the grid.
 
     GSA_1's feature (Pang et al.): the gradient of the mean loss over the
     timesteps of one image, not the mean of per-timestep gradient norms.  The
-    noise of (image, t) is the trajectory kernel's seeded noise.  One ordinary
-    backward per image through a batch of its timestep rows (as GSA's code does;
-    faster on a CPU than a ``torch.func`` vmap over images).  Returns
-    (N, n_layers) in the order of :func:`provlib.kernels.persample.layer_names`.  ``cond`` conditions the
-    model (one row per image, repeated over its timestep rows).
+    noise of (image, t) is the trajectory kernel's seeded noise.  ``method``:
+    ``"hooks"`` (default) takes several images in one backward, their timestep
+    rows side by side (``batch_size`` rows at most, whole images), and each
+    image's per-layer norm from the layer hooks of :mod:`provlib.kernels.persample`
+    with an image's rows as one sample; ``"autograd"`` takes one ordinary
+    backward per image through its timestep rows, as GSA's code does (the
+    reference the hooks are tested against).  Returns (N, n_layers) in the order of
+    :func:`provlib.kernels.persample.layer_names`.  ``cond`` conditions the model
+    (one row per image, repeated over its timestep rows).
     """
+    if method not in GRAD_NORM_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {GRAD_NORM_METHODS}")
     check_input(images, unet)
     cond = check_condition(cond, len(images))
     ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
     ids = np.arange(len(images)) if ids is None else np.asarray(ids)
     if len(ids) != len(images):
         raise ValueError(f"{len(ids)} ids for {len(images)} images")
+    per_batch = max(1, positive_int(batch_size, "batch_size") // len(ts)) if method == "hooks" else 1
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
         keep_freed_memory()
     unet.to(device).eval()
     dtype = next(unet.parameters()).dtype
-    a = scheduler.alphas_cumprod.to(device=device, dtype=dtype)[ts].view(-1, 1, 1, 1)
-    tt = ts.to(device)
-    named = [(k, v) for k, v in unet.named_parameters()]
-    params = [v for _, v in named]
+    acp = scheduler.alphas_cumprod.to(device=device, dtype=dtype)
+    kernel = _image_norms_hooks if method == "hooks" else _image_norms_autograd
+    out = torch.zeros(len(images), len(layer_names(unet)))
+    with progress_bar(total=len(images), desc="image gradient norms", enabled=progress, unit="img") as bar:
+        for s in range(0, len(images), per_batch):
+            part = torch.arange(s, min(s + per_batch, len(images)))
+            i = part.repeat_interleave(len(ts))                               # image-major rows
+            x0 = images[i].to(device=device, dtype=dtype)
+            eps = seeded_noise(ids[part.numpy()].tolist(), ts.tolist(), images.shape[1:], seed)
+            t = ts.repeat(len(part)).to(device)
+            out[part] = kernel(unet, acp, x0, eps.flatten(0, 1).to(device=device, dtype=dtype), t,
+                               cond_rows(cond, i, device, dtype), len(ts)).float().cpu()
+            bar.update(len(part))
+    return out
+
+
+def _image_norms_hooks(unet, acp, x0, eps, t, c, n_t: int) -> torch.Tensor:
+    """(B, n_layers): one forward and one backward of B images' rows; an image's rows are one sample."""
+    x0 = x0.detach().requires_grad_(True)   # the backward must pass every layer (see PerSampleGradNorms)
+    with torch.enable_grad(), PerSampleGradNorms(unet, per_layer=True, rows_per_sample=n_t) as norms:
+        loss = _loss(unet, acp, x0, eps, t, c).view(-1, n_t).mean(1)
+        torch.autograd.grad(loss.sum(), [x0, *norms.leaves])
+    return norms.layer_norms()
+
+
+def _image_norms_autograd(unet, acp, x0, eps, t, c, n_t: int) -> torch.Tensor:
+    """(1, n_layers): one image's parameter gradient by an ordinary backward, squared per layer."""
+    named = list(unet.named_parameters())
     column = {name: j for j, name in enumerate(layer_names(unet))}
-    owner = [column[k.rsplit(".", 1)[0]] for k, _ in named]
-    flags = [p.requires_grad for p in params]
-    out = torch.zeros(len(images), len(column))
+    flags = [p.requires_grad for _, p in named]
+    out = torch.zeros(1, len(column), dtype=torch.float64)
     try:
-        for p in params:
+        for _, p in named:
             p.requires_grad_(True)
-        for i in progress_bar(range(len(images)), desc="image gradient norms", enabled=progress, unit="img"):
-            x0 = images[i:i + 1].to(device=device, dtype=dtype)
-            eps = seeded_noise([ids[i]], ts.tolist(), images.shape[1:], seed)[0].to(device=device, dtype=dtype)
-            c = cond_rows(cond, torch.full((len(ts),), i), device, dtype)
-            with torch.enable_grad():
-                pred = unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, tt, **unet_kwargs(c)).sample
-                loss = (pred - eps).pow(2).flatten(1).sum(1).mean()
-                grads = torch.autograd.grad(loss, params)
-            for j, g in zip(owner, grads):
-                out[i, j] += float(g.pow(2).sum())
+        with torch.enable_grad():
+            grads = torch.autograd.grad(_loss(unet, acp, x0, eps, t, c).mean(), [p for _, p in named])
     finally:
-        for p, flag in zip(params, flags):  # leave the model as it came
+        for (_, p), flag in zip(named, flags):  # leave the model as it came
             p.requires_grad_(flag)
+    for (k, _), g in zip(named, grads):
+        out[0, column[k.rsplit(".", 1)[0]]] += float(g.pow(2).sum())
     return out
 
 

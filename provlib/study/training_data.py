@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import sampling
 from ..attribution import keys as K
 from ..attribution import watermark
 from ..io import cached, code_version
@@ -147,14 +148,32 @@ def query(run: Run, source: str, suspect: str) -> dict[str, np.ndarray]:
         m = st.model(suspect, seed)
         out = {s: torch.from_numpy(K.query(m, keyset(run, source, s), seed=seed, reconstruct_t=st.RECONSTRUCT_T))
                for s in STRATEGIES}
-        labels, prompts = st.conditions(source, n)   # the watermark's generations: balanced over the conditions
-        gen = K.generate(m, labels if prompts is None else prompts, np.arange(WATERMARK_ID0, WATERMARK_ID0 + n),
-                         seed=seed)
+        gen = generations(run, source, suspect, m)
         out["watermark"] = torch.from_numpy(watermark.bit_accuracy(gen, st.watermark_key(source)))
         return out
 
     t = cached("attribution-query", cfg, compute, expect={m: (n,) for m in METHODS})
     return {m: t[m].numpy() for m in METHODS}
+
+
+def generations(run: Run, source: str, suspect: str, model=None) -> torch.Tensor:
+    """The ``n_keys_max`` generations of ``suspect`` that the watermark baseline reads for ``source`` (cached):
+    balanced over ``source``'s conditions, from seeds disjoint from every key's.  Cached apart from the
+    answers and keyed by what they are drawn from (the suspect, the conditions, the seeds), not by the
+    source: in the class-label setting every source's conditions are the same classes, so an innocent
+    model's generations are drawn once for all sources.  ``model``: the suspect, when already loaded."""
+    n, seed, st = run.n_keys_max, run.seed, setting(source)
+    labels, prompts = st.conditions(source, n)
+    condition = labels if prompts is None else prompts
+    cfg = {"suspect": suspect, "suspect_model": st.suspect_record(suspect, seed), "setting": st.SETTING,
+           "condition": labels.tolist() if prompts is None else list(prompts), "first_id": WATERMARK_ID0,
+           "n": n, "seed": seed, "steps": K.SEED_STEPS, "code": code_version(K, sampling)}
+
+    def compute():
+        m = model if model is not None else st.model(suspect, seed)
+        return {"images": K.generate(m, condition, np.arange(WATERMARK_ID0, WATERMARK_ID0 + n), seed=seed)}
+
+    return cached("attribution-generations", cfg, compute, expect={"images": (n, 1, st.SIZE, st.SIZE)})["images"]
 
 
 def answers(run: Run, source: str, *, progress: bool = True) -> pd.DataFrame:
