@@ -20,8 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import nbformat
 import papermill
 
+from . import paths
 from .study import order as order_module
 
 
@@ -62,8 +64,18 @@ def _execute(notebook: Path, output: Path, parameters: dict, kernel: str | None,
         if partial.exists():
             os.replace(partial, failed)
         raise
+    _name_paths_portably(partial, notebook, output)
     os.replace(partial, output)
     failed.unlink(missing_ok=True)
+
+
+def _name_paths_portably(executed: Path, notebook: Path, output: Path) -> None:
+    """papermill records the absolute input and output paths (the latter the partial file's); keep them
+    relative to the repository (:func:`provlib.paths.portable`), so that runs on two machines agree."""
+    nb = nbformat.read(executed, as_version=nbformat.NO_CONVERT)
+    nb.metadata.setdefault("papermill", {}).update(input_path=paths.portable(notebook),
+                                                   output_path=paths.portable(output))
+    nbformat.write(nb, executed)
 
 
 def describe_error(err: BaseException) -> str:

@@ -24,6 +24,16 @@ EMBEDDED_RELEASES_DIR = EMBEDDED_DIR / "releases"  # what each source model of t
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
+def portable(path) -> str:
+    """``path`` as committed outputs name it: relative to the repository (or to the output root, where the
+    tests move it) when inside, else its file name only; never the folder of one machine."""
+    path = Path(path).resolve()
+    for root in (REPO_ROOT, output_root().resolve()):
+        if path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return path.name
+
+
 def cache_dir() -> Path:
     """Root of the config-keyed artifact cache (created on demand)."""
     return Path(os.environ.get("PROVLIB_CACHE_DIR", REPO_ROOT / ".cache"))

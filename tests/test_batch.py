@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from provlib import batch, lanes
+from provlib import batch, lanes, paths
 from provlib.study import order
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -145,6 +145,20 @@ def test_index_links_every_output_and_records_the_run(demo_run):
     assert [t["path"] for t in demo["tables"]] == ["01_demo_table.md"]
     assert [f["path"] for f in demo["figures"]] == ["../../figures/tiny/01_demo_fig.png"]
     assert broken["status"] == "skipped" and broken["executed"] is None
+
+
+def test_committed_outputs_name_no_folder_of_the_machine_that_ran_them(demo_run, notebooks_dir):
+    """papermill's input and output paths and the run's Python are relative to the repository (or the output
+    root); a folder outside both is named by its last part only."""
+    record, out = demo_run
+    executed = json.loads((out / "reports/tiny/01_demo.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["input_path"] == "01_demo.ipynb"     # outside the repository
+    assert executed["metadata"]["papermill"]["output_path"] == "reports/tiny/01_demo.ipynb"
+    for path in (out / "reports/tiny").iterdir():   # (the demo's own table shows its cwd on purpose)
+        if path.suffix in (".ipynb", ".json"):
+            text = path.read_text()
+            assert str(out) not in text and str(notebooks_dir) not in text, path.name
+            assert str(paths.REPO_ROOT) not in text, path.name
 
 
 def test_failing_notebook_is_recorded_then_raised(notebooks_dir, output_dir):

@@ -88,7 +88,7 @@ def machine_info() -> dict:
     cuda = torch.cuda.is_available()
     return {
         "python": platform.python_version(),
-        "python_executable": sys.executable,
+        "python_executable": paths.portable(sys.executable),   # no machine folder in committed runs
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
@@ -126,8 +126,7 @@ def notebook_record(run: NotebookRun, stems: list[str], profile: str, context: d
     outputs = notebook_outputs(run.stem, stems, profile)
     return {
         "stem": run.stem,
-        "source": str(run.path.relative_to(paths.REPO_ROOT) if run.path.is_relative_to(paths.REPO_ROOT)
-                      else run.path),
+        "source": paths.portable(run.path),
         "status": run.status,
         "wall_seconds": run.wall_seconds,
         "parameters": run.parameters,

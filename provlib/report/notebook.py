@@ -13,9 +13,11 @@ and beside every table: :func:`provlib.report.provenance`).
 """
 from __future__ import annotations
 
+import random
 import warnings
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
@@ -32,8 +34,9 @@ OURS = "ours (provlib)"
 
 def setup(profile: str, **parameters) -> Run:
     """The notebook's run: exactly the ``parameters`` it declares, labelled ``profile`` (see the module
-    docstring); also sets the plotting theme, the display precision and torch's seed (``seed``, which
-    every notebook declares)."""
+    docstring); also sets the plotting theme, the display precision, and torch's, numpy's and Python's
+    global seeds to ``seed`` (which every notebook declares): what a plotting library draws from them
+    (seaborn's strip-plot jitter) is then a function of the run, like every other number."""
     warnings.filterwarnings("ignore", message="IProgress not found")  # plain-text progress bars are fine
     run = Run.declared(profile, **parameters)
     if run.overrides():
@@ -41,6 +44,8 @@ def setup(profile: str, **parameters) -> Run:
                       f"python -m provlib.batch --profile {profile}, gives every parameter the profile's value)",
                       stacklevel=2)
     torch.manual_seed(run.seed)
+    np.random.seed(run.seed)
+    random.seed(run.seed)
     sns.set_theme(context="paper", style="whitegrid")
     pd.set_option("display.precision", 3)
     return run
