@@ -3,6 +3,7 @@
 #   make test         run the test suite
 #   make reproduce    regenerate every figure and table (profile cpu) into figures/cpu and reports/cpu,
 #                     two notebooks at once (--lanes 2, one thread each)
+#   make verify       regenerate every cpu output into a scratch folder and compare it with the committed one
 #   make tiny         the same with the seconds-long tiny profile (figures/tiny, reports/tiny)
 #   make notebooks    re-execute the committed notebooks in place (their tiny outputs, checked by nbval)
 #   make clean-cache  delete the config-keyed artifact cache (models, samples, features)
@@ -20,7 +21,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 CACHE_DIR ?= $(or $(PROVLIB_CACHE_DIR),.cache)
 
-.PHONY: venv test reproduce tiny notebooks clean-cache
+.PHONY: venv test reproduce verify tiny notebooks clean-cache
 
 venv: $(STAMP)
 
@@ -37,6 +38,9 @@ test: venv
 
 reproduce: venv
 	$(PY) -m provlib.batch --profile cpu --lanes 2
+
+verify: venv
+	$(PY) -m provlib.check --profile cpu --lanes 2
 
 tiny: venv
 	$(PY) -m provlib.batch --profile tiny
