@@ -31,7 +31,7 @@ from provlib.models.interface import open_model, quiet_loading
 MODELS = ("fm500", "sd1000")
 VARIANTS = {"autograd (1 image per backward)": {"method": "autograd"},
             "hooks, 96 rows per backward": {"method": "hooks", "batch_size": 96},
-            "hooks, 160 rows per backward": {"method": "hooks", "batch_size": 160}}
+            "hooks, 160 rows per backward (the default)": {"method": "hooks", "batch_size": 160}}
 
 
 def _inputs(name: str, n: int):

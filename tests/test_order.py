@@ -29,3 +29,20 @@ def test_lanes_start_the_longest_chain_first():
     finally:
         order.NEEDS.clear()
         order.NEEDS.update(saved)
+
+
+def test_what_the_committed_cpu_run_read_is_what_the_order_declares():
+    """Every notebook whose cached artifacts a notebook of the committed cpu run read (its ledger's
+    ``reads_from``) is one the declared order runs before it, so lanes never start it too early."""
+    import json
+
+    from provlib import paths
+
+    record = json.loads((paths.REPO_ROOT / "reports/cpu/run.json").read_text())
+    checked = 0
+    for nb in record["notebooks"]:
+        ledger = nb.get("ledger") or {}
+        if "reads_from" in ledger:
+            assert set(ledger["reads_from"]) <= order.closure(nb["stem"], STEMS), nb["stem"]
+            checked += 1
+    assert checked == len(record["notebooks"]), "the committed run predates the ledger: rerun make reproduce"

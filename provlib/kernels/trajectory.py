@@ -228,7 +228,7 @@ GRAD_NORM_METHODS = ("hooks", "autograd")
 def image_layer_grad_norms(unet, scheduler, images: torch.Tensor, timesteps, *, seed: int = 0,
                            ids: Sequence[int] | None = None, device=None, progress: bool = False,
                            cond: torch.Tensor | None = None, method: str = "hooks",
-                           batch_size: int = 96) -> torch.Tensor:
+                           batch_size: int = 160) -> torch.Tensor:
     """Per image, each layer's ||d/dtheta_layer mean_t L_t||^2: one gradient of the loss averaged over the grid.
 
     GSA_1's feature (Pang et al.): the gradient of the mean loss over the
