@@ -325,12 +325,15 @@ def _run_in_lanes(todo, profile, params, out_dir, kernel, relay, stream, context
 
 
 def expected_seconds(profile: str) -> dict:
-    """Each notebook's wall seconds in the profile's last recorded run (``run.json``), for the lanes' order."""
-    try:
-        record = json.loads((paths.reports_dir(profile) / "run.json").read_text())
-        return {nb["stem"]: nb["wall_seconds"] for nb in record["notebooks"] if nb.get("wall_seconds")}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
+    """Each notebook's wall seconds in the profile's last recorded run (``run.json``), for the lanes' order:
+    the output folder's, else the repository's committed one (a check run writes into an empty folder)."""
+    for folder in (paths.reports_dir(profile), paths.REPO_ROOT / "reports" / profile):
+        try:
+            record = json.loads((folder / "run.json").read_text())
+            return {nb["stem"]: nb["wall_seconds"] for nb in record["notebooks"] if nb.get("wall_seconds")}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return {}
 
 
 

@@ -279,6 +279,23 @@ def artifact_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def cached_state(kind: str, config: dict, compute: Callable[[], Any]) -> Any:
+    """The nested state (:func:`save_state`) cached for ``config``, else ``compute()``'s, stored atomically:
+    :func:`cached` for results that are not a flat set of tensors (evaluated tables, probes' reports).
+    A step of the pass ledger named ``kind``, and an artifact it records as computed or read."""
+    path = artifact_dir(kind, config) / "result.safetensors"
+    key = config_key(config)
+    if not path.exists():
+        with artifact_lock(path.parent):
+            if not path.exists():
+                with ledger.step(kind):
+                    state = compute()
+                ledger.artifact(kind, key, computed=True)
+                save_state(path, state)
+    ledger.artifact(kind, key, computed=False)
+    return load_state(path)
+
+
 def cache_path(kind: str, config: dict) -> Path:
     """Where :func:`cached` stores the artifact of ``config`` (whether or not it exists yet)."""
     return paths.cache_dir() / kind / config_key(config) / "result.safetensors"

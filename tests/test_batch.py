@@ -378,3 +378,11 @@ def test_a_failing_notebook_in_a_lane_stops_the_run(notebooks_dir, output_dir):
 def test_lanes_must_be_a_positive_number(notebooks_dir, output_dir):
     with pytest.raises(batch.RunRefused, match="lanes must be a positive number"):
         batch.run_batch("tiny", notebooks_dir=notebooks_dir, lanes=0)
+
+
+def test_lanes_expect_the_committed_times_when_the_output_folder_has_no_run(output_dir):
+    """A check run writes into an empty folder: the lanes' order still comes from the committed run."""
+    committed = json.loads((paths.REPO_ROOT / "reports/cpu/run.json").read_text())
+    expected = batch.expected_seconds("cpu")
+    assert expected and expected == {nb["stem"]: nb["wall_seconds"] for nb in committed["notebooks"]
+                                     if nb.get("wall_seconds")}

@@ -53,6 +53,26 @@ def test_cached_work_counts_once_and_cache_reads_count_nothing(model, tmp_path, 
     assert led.computed == {f"demo/{key}"} and led.read == {f"demo/{key}"}
 
 
+def test_a_cached_state_is_a_step_and_an_artifact_read_like_any_other(model, tmp_path, monkeypatch):
+    """Evaluated tables (io.cached_state) are recorded as computed and read, so that the order of the
+    notebooks covers them (a notebook reading another's evaluations once waited on its lock unseen)."""
+    monkeypatch.setenv("PROVLIB_CACHE_DIR", str(tmp_path))
+    unet, sched = model
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+
+    def compute():
+        return {"auc": 0.5, "loss": trajectory_features(unet, sched, x, [10], features=["loss"])["loss"]}
+
+    with ledger.recording() as led:
+        first = io.cached_state("table", {"n": 3}, compute)
+    with ledger.recording() as other:
+        again = io.cached_state("table", {"n": 3}, compute)
+    assert first["auc"] == again["auc"] == 0.5 and torch.equal(first["loss"], again["loss"])
+    key = io.config_key({"n": 3})
+    assert _passes(led, "table") == (3, 0) and led.computed == {f"table/{key}"}
+    assert _passes(other) == (0, 0) and other.computed == set() and other.read == {f"table/{key}"}
+
+
 def test_each_process_writes_its_ledger_for_the_driver(model, tmp_path, monkeypatch):
     monkeypatch.setenv(ledger.ENV, str(tmp_path))
     unet, sched = model

@@ -34,7 +34,7 @@ from ..attacks import gsa
 from ..attacks.passes import passes_of, total_passes
 from ..detector import selection
 from ..detector.columns import describe, family_blocks
-from ..io import artifact_dir, artifact_lock, code_version, load_state, save_state
+from ..io import cached_state, code_version
 from ..kernels import ddim, persample, trajectory
 from . import artifacts, generators, origin
 from . import measurements as G
@@ -103,15 +103,12 @@ def evaluation(target: Target, setting: str, *, progress: bool = True) -> list[B
            "params": {k: getattr(run, k) for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride")},
            "code": code_version(sys.modules[__name__], G, M, selection, probe, metrics, gsa, attacks.sima,
                                 attacks.pia, attacks.secmi, classifiers, ddim, trajectory, persample, artifacts)}
-    path = artifact_dir("combined-evaluation", key) / "result.safetensors"
-    with artifact_lock(path.parent):
-        if not path.exists():
-            rows = evaluate(target, setting, progress=progress)
-            save_state(path, [{"budget": b.budget, "columns": [[f, int(t)] for f, t in b.columns],
-                               "criterion": list(b.criterion), "linear": M.result_state(b.linear),
-                               "trees": M.result_state(b.trees)} for b in rows])
+    state = cached_state("combined-evaluation", key, lambda: [
+        {"budget": b.budget, "columns": [[f, int(t)] for f, t in b.columns], "criterion": list(b.criterion),
+         "linear": M.result_state(b.linear), "trees": M.result_state(b.trees)}
+        for b in evaluate(target, setting, progress=progress)])
     return [Budgeted(d["budget"], [(f, int(t)) for f, t in d["columns"]], M.result_from_state(d["linear"]),
-                     M.result_from_state(d["trees"]), tuple(d["criterion"])) for d in load_state(path)]
+                     M.result_from_state(d["trees"]), tuple(d["criterion"])) for d in state]
 
 
 # ----------------------------------------------------------------------------- 3-way origin and open-world attribution
@@ -232,11 +229,7 @@ def _cached(kind: str, target: Target, extra: dict, compute):
            "code": code_version(sys.modules[__name__], G, M, origin, generators, selection, probe, metrics,
                                 attacks.sima, attacks.pia, attacks.secmi, classifiers, ddim, trajectory, persample,
                                 artifacts)}
-    path = artifact_dir(kind, key) / "result.safetensors"
-    with artifact_lock(path.parent):
-        if not path.exists():
-            save_state(path, compute())
-    return load_state(path)
+    return cached_state(kind, key, compute)
 
 
 def three_way_evaluation(target: Target, setting: str) -> list[dict]:

@@ -31,7 +31,7 @@ from sklearn.model_selection import StratifiedKFold
 from .. import attacks, classifiers, metrics, probe
 from ..attacks import gsa, pia, secmi, sima
 from ..attacks.passes import SECMI_K
-from ..io import artifact_dir, artifact_lock, code_version, load_state, save_state
+from ..io import cached_state, code_version
 from ..kernels import ddim, persample, trajectory
 from ..kernels.trajectory import FEATURES
 from ..metrics import auc, best_threshold, binary_report, operating_point, threshold_at_fpr
@@ -198,12 +198,9 @@ def evaluation(target: Target, setting: str, *, progress: bool = True) -> dict[s
            "params": {k: getattr(run, k) for k in ("seed", "probe_train_frac", "n_bootstrap", "timestep_stride")},
            "code": code_version(sys.modules[__name__], measurements, attacks, gsa, pia, secmi, sima, attacks.blind,
                                 attacks.loss, classifiers, probe, metrics, ddim, trajectory, persample, artifacts)}
-    path = artifact_dir("evaluation", key) / "result.safetensors"
-    with artifact_lock(path.parent):
-        if not path.exists():
-            results = evaluate(target, setting, progress=progress)
-            save_state(path, {name: result_state(r) for name, r in results.items()})
-    return {name: result_from_state(fields) for name, fields in load_state(path).items()}
+    state = cached_state("evaluation", key, lambda: {name: result_state(r) for name, r in
+                                                     evaluate(target, setting, progress=progress).items()})
+    return {name: result_from_state(fields) for name, fields in state.items()}
 
 
 def result_from_state(fields: dict) -> Result:

@@ -19,10 +19,11 @@ from typing import Mapping, Sequence
 
 # notebook stem prefix -> the prefixes of the notebooks whose cached artifacts it reads (as a tiny and a cpu run
 # observed them: 01 computes every target's trajectory features and samples, 02 the peers' measurements, 10 the
-# open world's generators and their features, 20 SeDID's stepwise errors, 30 every suspect's answers).  03, 16, 17
+# open world's generators and their features, 20 SeDID's stepwise errors, 30 every suspect's answers).  16, 17
 # and 30 need nothing: they start at once beside 01.
 NEEDS: dict[str, tuple[str, ...]] = {
     "02": ("01",),
+    "03": ("01", "02"),   # 02's evaluated tables (io.cached_state; recorded by the ledger since 2026-12-06)
     "04": ("01", "02"),
     "05": ("01", "02"),
     "06": ("01", "02"),
