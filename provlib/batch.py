@@ -289,13 +289,20 @@ def _run_in_order(todo, profile, params, out_dir, kernel, relay, stream, context
         try:
             run_one(run, params, out_dir, kernel, cell_progress=not relay.active,
                     env=kernel_env(run, context, ledger_root))
-        finally:
+        except BaseException:
             record_ledger(run, done, context, ledger_root)
-        done.append(run)
-        relay.drain()
-        print(f"[{i + 1}/{len(todo)}] {run.path.name}: {run.status} in {run.wall_seconds:.1f} s",
-              file=stream, flush=True)
-        write_running(profile, params, context, out_dir)
+            raise
+        _notebook_ended(run, done, len(todo), profile, params, out_dir, relay, stream, context, ledger_root)
+
+
+def _notebook_ended(run, done, total, profile, params, out_dir, relay, stream, context, ledger_root) -> None:
+    """After a notebook ran (in order or in a lane): its ledger, its line on the terminal, the index."""
+    record_ledger(run, done, context, ledger_root)
+    done.append(run)
+    relay.drain()
+    print(f"[{len(done)}/{total}] {run.path.name}: {run.status} in {run.wall_seconds:.1f} s",
+          file=stream, flush=True)
+    write_running(profile, params, context, out_dir)
 
 
 def write_running(profile, params, context, out_dir) -> None:
@@ -314,12 +321,7 @@ def _run_in_lanes(todo, profile, params, out_dir, kernel, relay, stream, context
         return str(out_dir / f"{run.stem}.ipynb"), run.parameters, kernel, kernel_env(run, context, ledger_root)
 
     def finished(run: NotebookRun) -> None:
-        record_ledger(run, done, context, ledger_root)
-        done.append(run)
-        relay.drain()
-        print(f"[{len(done)}/{len(todo)}] {run.path.name}: {run.status} in {run.wall_seconds:.1f} s",
-              file=stream, flush=True)
-        write_running(profile, params, context, out_dir)
+        _notebook_ended(run, done, len(todo), profile, params, out_dir, relay, stream, context, ledger_root)
 
     run_in_lanes(todo, context["lanes"]["lanes"], expected_seconds(profile), launch, finished)
 
