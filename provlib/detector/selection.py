@@ -33,8 +33,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..metrics import auc, macro_auc, macro_tpr_at_fpr, tpr_at_fpr
+from . import discriminant
 
-__all__ = ["Selection", "cv_criterion", "greedy_select"]
+__all__ = ["Selection", "cv_criterion", "greedy_select", "Choice", "Judge", "budget_chain", "select", "criterion"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,142 @@ def greedy_select(X: ArrayLike, y: ArrayLike, cost: Callable[[Sequence[int]], fl
         path.extend((c, float(cost(chosen)), tpr, a) for c in o)
     spent = float(cost(chosen)) if chosen else 0.0
     return Selection(chosen, spent, float(budget), best, tuple(path))
+
+
+# ----------------------------------------------------------------------------- the budget chain, judged as evaluated
+
+SHRINKAGES = (None, 0.01, 0.1, 0.3, 0.6, 0.9)   # the no-budget probe's regularisation grid (None: Ledoit-Wolf)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The probe chosen at one budget: its columns (one column: that signal alone is the probe), their cost, the
+    discriminant's shrinkage (None: Ledoit-Wolf), the cross-validated criterion that chose it, and the nested
+    estimate of the procedure that chose it (:func:`select`)."""
+
+    budget: float
+    columns: tuple[int, ...]
+    cost: float
+    shrinkage: float | None
+    criterion: tuple[float, float]                 # (TPR at max_fpr, AUC), cross-validated on the training rows
+    nested: tuple[float, float] = (float("nan"), float("nan"))   # the same, outer folds of a nested cross-validation
+    kept_from: float | None = None                 # a smaller budget whose probe no larger one estimated better
+
+    @property
+    def single(self) -> bool:
+        """True when one signal at one timestep is the whole probe (no combination beat it)."""
+        return len(self.columns) == 1
+
+
+class Judge:
+    """The cross-validated (TPR at ``max_fpr``, AUC) of the discriminant (:mod:`.discriminant`) on a column set,
+    pooled out-of-fold over ``splits`` of the rows ``X``, ``y``; memoised per (set, shrinkage)."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, splits, max_fpr: float):
+        self.y, self.max_fpr, self.memo = y, max_fpr, {}
+        self.parts = [(discriminant.Moments(X[a], y[a]), X[b], b) for a, b in splits]
+        self.k = int(y.max()) + 1
+
+    def __call__(self, cols: tuple[int, ...], shrinkage: float | None = None) -> tuple[float, float]:
+        key = (frozenset(cols), shrinkage)
+        if key not in self.memo:
+            oof = np.empty(len(self.y)) if self.k == 2 else np.empty((len(self.y), self.k))
+            for moments, X_out, rows in self.parts:
+                rule = moments.fit(sorted(cols), shrinkage)
+                oof[rows] = rule.decision_function(X_out) if self.k == 2 else rule.predict_proba(X_out)
+            self.memo[key] = criterion(self.y, oof, self.max_fpr)
+        return self.memo[key]
+
+
+def criterion(y: np.ndarray, scores: np.ndarray, max_fpr: float) -> tuple[float, float]:
+    """(TPR at ``max_fpr``, AUC) of scores (binary) or class probabilities (macro, one-vs-rest)."""
+    if scores.ndim == 1:
+        return tpr_at_fpr(y, scores, max_fpr), auc(y, scores)
+    return macro_tpr_at_fpr(y, scores, max_fpr), macro_auc(y, scores)
+
+
+def _better(a: tuple[float, float], b: tuple[float, float], min_gain: float) -> bool:
+    """``a`` beats ``b``: a higher TPR, or the same TPR and an AUC higher by more than ``min_gain``."""
+    return a[0] > b[0] or (a[0] == b[0] and a[1] > b[1] + min_gain)
+
+
+def budget_chain(X: ArrayLike, y: ArrayLike, cost: Callable[[Sequence[int]], float], budgets: Sequence[float], *,
+                 blocks: Sequence[Sequence[int]] = (), splits=None, seed: int = 0, folds: int = 5,
+                 max_fpr: float = 0.01, max_columns: int = 24, min_gain: float = 1e-3,
+                 shrinkages: Sequence[float | None] = SHRINKAGES) -> list[Choice]:
+    """The probe at each budget (ascending), chosen by the cross-validated criterion on the rows ``X``, ``y``.
+
+    A budget's search starts from the best of: the previous budget's probe, every single column (a peer's
+    score at one timestep), every block (a peer's own probe) that fits; it then adds the column that helps most
+    while one helps (:func:`_better`) and fits, up to ``max_columns``.  A budget's probe is therefore at least
+    as good as the previous one by this criterion.  An infinite budget also weighs every column at once, its
+    shrinkage chosen among ``shrinkages`` by the same criterion.
+    """
+    X, y = _checked(X, y)
+    judge = Judge(X, y, _folds(y, folds, seed) if splits is None else splits, max_fpr)
+    starts = [tuple(dict.fromkeys(int(c) for c in b)) for b in blocks]
+    if any(not b or min(b) < 0 or max(b) >= X.shape[1] for b in starts):
+        raise ValueError(f"blocks must be non-empty sets of column indices of X (0..{X.shape[1] - 1})")
+    rank = lambda o: (judge(o), -cost(o), -len(o), [-c for c in o])  # noqa: E731
+    out, prev = [], ()
+    for budget in sorted(budgets):
+        options = [o for o in [prev, *((c,) for c in range(X.shape[1])), *starts] if o and cost(o) <= budget]
+        if not options:
+            continue
+        chosen = max(options, key=rank)
+        while len(chosen) < max_columns:
+            grown = [(*chosen, c) for c in range(X.shape[1]) if c not in chosen and cost((*chosen, c)) <= budget]
+            best = max(grown, key=rank, default=None)
+            if best is None or not _better(judge(best), judge(chosen), min_gain):
+                break
+            chosen = best
+        shrinkage = None
+        if np.isinf(budget):
+            every = tuple(range(X.shape[1]))
+            s = max(shrinkages, key=lambda s: (judge(every, s), s is None))
+            if _better(judge(every, s), judge(chosen), 0.0):
+                chosen, shrinkage = every, s
+        prev = chosen
+        out.append(Choice(float(budget), chosen, float(cost(chosen)), shrinkage, judge(chosen, shrinkage)))
+    return out
+
+
+def select(X: ArrayLike, y: ArrayLike, cost: Callable[[Sequence[int]], float], budgets: Sequence[float], *,
+           blocks: Sequence[Sequence[int]] = (), seed: int = 0, folds: int = 5, max_fpr: float = 0.01,
+           **chain) -> list[Choice]:
+    """The chosen probe at each budget, judged as it is evaluated, on the training rows only.
+
+    :func:`budget_chain` on all rows (inner folds) chooses; a nested cross-validation estimates each budget's
+    procedure: in each outer fold the chain is rerun on the other rows, its probe fitted there and scored on the
+    fold's rows, the scores pooled.  A budget whose estimate does not beat a smaller budget's keeps that budget's
+    probe (``kept_from``), so the chosen probes' estimates never decrease with the budget.
+    """
+    X, y = _checked(X, y)
+    budgets = sorted(budgets)
+    k = int(y.max()) + 1
+    oof = {b: np.full(len(y), np.nan) if k == 2 else np.full((len(y), k), np.nan) for b in budgets}
+    for i, (a, rows) in enumerate(_folds(y, folds, seed)):
+        inner = budget_chain(X[a], y[a], cost, budgets, blocks=blocks, seed=seed + 1 + i, folds=folds,
+                             max_fpr=max_fpr, **chain)
+        moments = discriminant.Moments(X[a], y[a])
+        for c in inner:
+            rule = moments.fit(sorted(c.columns), c.shrinkage)
+            oof[c.budget][rows] = rule.decision_function(X[rows]) if k == 2 else rule.predict_proba(X[rows])
+    estimate = {b: criterion(y, s, max_fpr) if np.isfinite(s).all() else (-1.0, -1.0) for b, s in oof.items()}
+    out, best = [], None
+    for c in budget_chain(X, y, cost, budgets, blocks=blocks, seed=seed, folds=folds, max_fpr=max_fpr, **chain):
+        if best is None or estimate[c.budget] > best.nested:
+            best = Choice(**{**vars(c), "nested": estimate[c.budget]})
+            out.append(best)
+        else:
+            out.append(Choice(**{**vars(best), "budget": c.budget, "kept_from": best.budget}))
+    return out
+
+
+def _checked(X: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y).astype(int)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"X must be (n, d) with n = len(y) = {len(y)}, got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("X has non-finite values")
+    return X, y
