@@ -87,3 +87,25 @@ def test_the_operating_point_threshold_is_set_on_training_rows_and_can_miss_its_
               "heldout": np.r_[rng.normal(size=100), rng.normal(size=100) + 2][:, None]}
     res = M.single_score(run, r, "x", scores, [0], {"forward": 1, "backward": 0}, 0.0)
     assert res.report["op_fpr"] > 0.2 and res.report["tpr@1%fpr"] <= 1.0
+
+
+def test_the_model_blind_cnn_is_trained_once_per_content(monkeypatch):
+    import torch
+
+    from provlib import attacks
+    calls = []
+
+    def fake(train, labels, scored, *, seed, progress):
+        calls.append(seed)
+        return scored.flatten(1).float().mean(1).numpy() + seed
+
+    monkeypatch.setattr(attacks, "blind_scores", fake)
+    rng = np.random.default_rng(7)
+    train, scored = torch.as_tensor(rng.normal(size=(8, 1, 4, 4))), torch.as_tensor(rng.normal(size=(5, 1, 4, 4)))
+    labels = np.r_[np.ones(4, int), np.zeros(4, int)]
+    first = M.blind_scores(train, labels, scored, 3, False)
+    again = M.blind_scores(train.clone(), labels.copy(), scored.clone(), 3, False)   # other targets, same images
+    assert calls == [3] and np.array_equal(first, again) and first.dtype == again.dtype
+    M.blind_scores(train, labels[::-1].copy(), scored, 3, False)   # other labels: trained again
+    M.blind_scores(train, labels, scored, 4, False)                # another seed: trained again
+    assert calls == [3, 3, 4]

@@ -31,7 +31,7 @@ from sklearn.model_selection import StratifiedKFold
 from .. import attacks, classifiers, metrics, probe
 from ..attacks import gsa, pia, secmi, sima
 from ..attacks.passes import SECMI_K
-from ..io import cached_state, code_version
+from ..io import cached_state, code_version, tensor_sha256
 from ..kernels import ddim, persample, trajectory
 from ..kernels.trajectory import FEATURES
 from ..metrics import auc, best_threshold, binary_report, operating_point, threshold_at_fpr
@@ -240,12 +240,23 @@ def evaluate(target: Target, setting: str, *, progress: bool = True) -> dict[str
                            progress=progress)
     images = {s: split_images(target, s).images.numpy() for s in splits}
     out["model-blind CNN"] = cnn(run, r, "model-blind CNN", images, attacks.passes("blind"), 0.0, share=None,
-                                 scorer=lambda a, b, c, seed, p: attacks.blind_scores(a, b, c, seed=seed, progress=p),
-                                 progress=progress)
+                                 scorer=blind_scores, progress=progress)
     X = {s: trajectory_matrix(traj[s]) for s in splits}
     out["Trajectory probe"] = fitted(run, r, "Trajectory probe", X, probe_fit_score(run.seed),
                                      attacks.passes("trajectory", run.grid, features=FEATURES), sec["trajectory"])
     return out
+
+
+def blind_scores(train, labels, scored, seed: int, progress: bool) -> np.ndarray:
+    """The model-blind CNN's scores (:func:`provlib.attacks.blind_scores`), cached under the content of its
+    images, labels and seed: it never reads the model, so two targets that share images and rows (one latent
+    model under two conditionings) share its training."""
+    key = {"train": tensor_sha256(train), "labels": tensor_sha256(torch.as_tensor(np.asarray(labels))),
+           "scored": tensor_sha256(scored), "seed": int(seed), "recipe": attacks.blind.RECIPE,
+           "code": code_version(attacks.blind, classifiers)}
+    state = cached_state("model-blind", key, lambda: torch.as_tensor(
+        attacks.blind_scores(train, labels, scored, seed=seed, progress=progress)))
+    return state.numpy()
 
 
 def _loss_scores(run: Run, traj: dict, small_t: dict) -> tuple[dict, np.ndarray]:
