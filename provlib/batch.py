@@ -279,6 +279,8 @@ def record_ledger(run: NotebookRun, runs_done: list[NotebookRun], context: dict,
     summary["reads_from"] = sorted({computed_by[a] for a in read if a in computed_by and computed_by[a] != run.stem})
     summary["efficiency"] = (None if not summary["floor_seconds"] or not run.wall_seconds
                              else round(summary["floor_seconds"] / run.wall_seconds, 3))
+    summary["unet_efficiency"] = (None if not summary["unet_floor_seconds"] or not summary["unet_seconds"]
+                                  else round(summary["unet_floor_seconds"] / summary["unet_seconds"], 3))
     run.ledger = summary
 
 

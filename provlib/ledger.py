@@ -103,7 +103,9 @@ class Ledger:
     counts: dict = field(default_factory=dict)
     archs: dict = field(default_factory=dict)
     steps: list = field(default_factory=list)       # the open steps, innermost last
-    step_seconds: dict = field(default_factory=dict)  # step -> seconds spent in it
+    step_seconds: dict = field(default_factory=dict)  # step -> seconds spent in it (steps inside it included)
+    own_seconds: dict = field(default_factory=dict)   # step -> seconds spent in it outside any inner step
+    inner: list = field(default_factory=list)         # per open step, the seconds of the steps inside it so far
     computed: set = field(default_factory=set)        # "kind/key" of the cached artifacts computed
     read: set = field(default_factory=set)            # ... and of those used (computed here or not)
 
@@ -117,6 +119,7 @@ class Ledger:
         rows = [{"step": s, "arch": a, **c.to_dict()} for (s, a), c in self.counts.items()]
         return {"pid": os.getpid(), "archs": self.archs, "counts": rows,
                 "step_seconds": {k: round(v, 3) for k, v in self.step_seconds.items()},
+                "own_seconds": {k: round(v, 3) for k, v in self.own_seconds.items()},
                 "computed": sorted(self.computed), "read": sorted(self.read)}
 
 
@@ -219,19 +222,25 @@ def step(name: str) -> Iterator[None]:
     """Count the passes run inside the block under ``name``, and time the block.
 
     A step inside another step counts its own passes (not the outer step's); its seconds are also inside
-    the outer step's.
+    the outer step's (``step_seconds``), and not in the outer step's own seconds (``own_seconds``).
     """
     led = _ledger
     if led is None:
         yield
         return
     led.steps.append(name)
+    led.inner.append(0.0)
     t0 = time.perf_counter()
     try:
         yield
     finally:
+        elapsed = time.perf_counter() - t0
+        inner = led.inner.pop()
         led.steps.pop()
-        led.step_seconds[name] = led.step_seconds.get(name, 0.0) + time.perf_counter() - t0
+        led.step_seconds[name] = led.step_seconds.get(name, 0.0) + elapsed
+        led.own_seconds[name] = led.own_seconds.get(name, 0.0) + elapsed - inner
+        if led.inner:
+            led.inner[-1] += elapsed
         flush()
 
 
@@ -396,19 +405,42 @@ def measure_all(specs: dict, threads: int = 1, **kwargs) -> dict:
         torch.set_num_threads(saved)
 
 
+def unet_steps(ledgers: Sequence[dict]) -> tuple[dict, float]:
+    """The passes counted inside steps that ran a UNet (``{arch: forward, backward}``), and those steps' own
+    seconds (:func:`step`; passes outside any step are not timed, and not in either)."""
+    names = {row["step"] for led in ledgers for row in led["counts"]
+             if row["step"] != NO_STEP and (row["forward"] or row["backward"])}
+    passes: dict = {}
+    for led in ledgers:
+        for row in led["counts"]:
+            if row["step"] in names:
+                p = passes.setdefault(row["arch"], {"forward": 0, "backward": 0})
+                p["forward"] += row["forward"]
+                p["backward"] += row["backward"]
+    seconds = sum(led.get("own_seconds", {}).get(n, 0.0) for led in ledgers for n in names)
+    return passes, seconds
+
+
 def summarize(ledgers: Sequence[dict], speeds: dict | None, threads: int) -> dict:
     """One notebook's ledger for the run index: passes per architecture and in total, seconds per step, and
-    the floor (its passes at ``speeds``, one-thread seconds per row, shared by ``threads`` cores)."""
+    the floor (its passes at ``speeds``, one-thread seconds per row, shared by ``threads`` cores); and the
+    same for the steps that ran a UNet alone (``unet_seconds``: their own seconds; ``unet_floor_seconds``),
+    so that what the UNet work costs stands apart from the rest of the notebook (classifiers, probe fits,
+    bootstraps, plots: work with no floor here)."""
     passes, archs = totals(ledgers)
     steps: dict = {}
     for led in ledgers:
         for name, seconds in led["step_seconds"].items():
             steps[name] = round(steps.get(name, 0.0) + seconds, 3)
     floor = floor_seconds(passes, speeds) if speeds is not None else None
+    in_steps, unet_seconds = unet_steps(ledgers)
+    unet_floor = floor_seconds(in_steps, speeds) if speeds is not None else None
     return {"passes": {a: {"label": arch_label(archs[a]), **p} for a, p in sorted(passes.items())},
             "forward": sum(p["forward"] for p in passes.values()),
             "backward": sum(p["backward"] for p in passes.values()),
             "floor_seconds": None if floor is None else round(floor / max(1, threads), 2),
+            "unet_seconds": round(unet_seconds, 2),
+            "unet_floor_seconds": None if unet_floor is None else round(unet_floor / max(1, threads), 2),
             "step_seconds": steps,
             "computed": sorted({a for led in ledgers for a in led["computed"]}),
             "read": sorted({a for led in ledgers for a in led["read"]})}

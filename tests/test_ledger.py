@@ -36,6 +36,32 @@ def test_a_step_whose_passes_are_known(model):
     assert len(led.archs) == 1 and ledger.active() is None   # one architecture; stopped after the block
 
 
+def test_the_unet_steps_are_timed_apart_from_the_work_around_them(model):
+    import time
+    unet, sched = model
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    with ledger.recording() as led:
+        with ledger.step("evaluation"):              # a cached table: a step around measurement steps
+            time.sleep(0.2)                           # its own work (a classifier, say): no UNet
+            with ledger.step("features"):
+                trajectory_features(unet, sched, x, [3, 50], features=["loss"])   # 6 forward rows
+            with ledger.step("plain"):
+                time.sleep(0.05)                      # a step that ran no UNet
+        trajectory_features(unet, sched, x[:1], [5], features=["loss"])   # outside any step: not timed
+    d = led.to_dict()
+    assert d["step_seconds"]["evaluation"] >= d["step_seconds"]["features"] + d["step_seconds"]["plain"] + 0.2
+    assert abs(d["own_seconds"]["evaluation"] - (d["step_seconds"]["evaluation"] - d["step_seconds"]["features"]
+                                                 - d["step_seconds"]["plain"])) < 1e-6
+    assert d["own_seconds"]["features"] == d["step_seconds"]["features"]
+    passes, seconds = ledger.unet_steps([d])
+    assert passes == {a: {"forward": 6, "backward": 0} for a in led.archs}   # the step's rows, not the untimed one
+    assert seconds == d["own_seconds"]["features"]
+    speeds = {a: {"forward": 0.5, "forward_backward": 2.0} for a in led.archs}
+    summary = ledger.summarize([d], speeds, threads=1)
+    assert summary["unet_floor_seconds"] == 3.0 and summary["floor_seconds"] == 3.5   # 6 and 7 rows at 0.5 s
+    assert summary["unet_seconds"] == round(seconds, 2)
+
+
 def test_cached_work_counts_once_and_cache_reads_count_nothing(model, tmp_path, monkeypatch):
     monkeypatch.setenv("PROVLIB_CACHE_DIR", str(tmp_path))
     unet, sched = model
