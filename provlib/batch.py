@@ -216,6 +216,7 @@ def run_batch(profile: str, notebooks_dir: Path | str | None = None,
                "pid": os.getpid(), "host": socket.gethostname(),
                "lanes": {"lanes": lanes, "cores": cores, "threads_per_lane": max(1, cores // lanes)}, "runs": runs}
     stream = progress_stream or sys.stderr
+    context["expected"] = expected_seconds(profile)   # before this run's index replaces the last one's
     ledger_root = Path(tempfile.mkdtemp(prefix="provlib-ledger-"))
     with batch_lock(out_dir), kernel_environment(), ProgressRelay(stream) as relay:
         remove_stale_files(profile)
@@ -325,18 +326,21 @@ def _run_in_lanes(todo, profile, params, out_dir, kernel, relay, stream, context
     def finished(run: NotebookRun) -> None:
         _notebook_ended(run, done, len(todo), profile, params, out_dir, relay, stream, context, ledger_root)
 
-    run_in_lanes(todo, context["lanes"]["lanes"], expected_seconds(profile), launch, finished)
+    run_in_lanes(todo, context["lanes"]["lanes"], context.get("expected") or {}, launch, finished)
 
 
 def expected_seconds(profile: str) -> dict:
     """Each notebook's wall seconds in the profile's last recorded run (``run.json``), for the lanes' order:
-    the output folder's, else the repository's committed one (a check run writes into an empty folder)."""
+    the output folder's, else the repository's committed one (a check run writes into an empty folder, an
+    interrupted run may leave a record with no times).  Read before a run writes its own first index."""
     for folder in (paths.reports_dir(profile), paths.REPO_ROOT / "reports" / profile):
         try:
             record = json.loads((folder / "run.json").read_text())
-            return {nb["stem"]: nb["wall_seconds"] for nb in record["notebooks"] if nb.get("wall_seconds")}
+            times = {nb["stem"]: nb["wall_seconds"] for nb in record["notebooks"] if nb.get("wall_seconds")}
         except (OSError, ValueError, KeyError, TypeError):
             continue
+        if times:
+            return times
     return {}
 
 

@@ -386,3 +386,28 @@ def test_lanes_expect_the_committed_times_when_the_output_folder_has_no_run(outp
     expected = batch.expected_seconds("cpu")
     assert expected and expected == {nb["stem"]: nb["wall_seconds"] for nb in committed["notebooks"]
                                      if nb.get("wall_seconds")}
+
+
+def test_the_lanes_expect_the_last_runs_times_not_this_runs_first_index(notebooks_dir, output_dir, monkeypatch):
+    """A run rewrites run.json (every notebook pending) before its lanes start: their order must come from the
+    last run's times, read before that, and a record without times falls back to the committed run."""
+    seen = {}
+
+    def fake_lanes(todo, lanes, expected, launch, finished):
+        seen.update(expected)
+        for run in todo:
+            run.status, run.error, run.wall_seconds = "ok", None, 1.0
+
+    folder = output_dir / "reports" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"notebooks": [{"stem": "01_demo", "wall_seconds": 42.0}]}))
+    monkeypatch.setattr(batch, "run_in_lanes", fake_lanes)
+    batch.run_batch("tiny", notebooks_dir=notebooks_dir, only=["01"], lanes=2, progress_stream=io.StringIO())
+    assert seen == {"01_demo": 42.0}
+    pending = json.loads((folder / "run.json").read_text())
+    pending["notebooks"] = [{**nb, "wall_seconds": None} for nb in pending["notebooks"]]
+    (folder / "run.json").write_text(json.dumps(pending))   # as an interrupted run leaves it
+    committed = paths.REPO_ROOT / "reports" / "tiny" / "run.json"
+    fallback = json.loads(committed.read_text()) if committed.is_file() else {"notebooks": []}
+    assert batch.expected_seconds("tiny") == {nb["stem"]: nb["wall_seconds"] for nb in fallback["notebooks"]
+                                             if nb.get("wall_seconds")}
