@@ -19,8 +19,9 @@ from typing import Mapping, Sequence
 
 # notebook stem prefix -> the prefixes of the notebooks whose cached artifacts it reads (as a tiny and a cpu run
 # observed them: 01 computes every target's trajectory features and samples, 02 the peers' measurements, 10 the
-# open world's generators and their features, 20 SeDID's stepwise errors, 30 every suspect's answers).  16, 17
-# and 30 need nothing: they start at once beside 01.
+# open world's generators and their features, 20 SeDID's stepwise errors, 30 every suspect's answers).  16 and
+# 30 need nothing: they start at once beside 01.  A notebook may also read what a *later* notebook computed
+# first in lanes (09 and 12 both compute the generated samples' features): an artifact either computes, not a need.
 NEEDS: dict[str, tuple[str, ...]] = {
     "02": ("01",),
     "03": ("01", "02"),   # 02's evaluated tables (io.cached_state; recorded by the ledger since 2026-12-06)
@@ -36,6 +37,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "13": ("01", "02", "10"),
     "14": ("01", "02"),
     "15": ("01", "02", "10"),
+    "17": ("02",),        # its pixel reference is 02's fm500 evaluation (beside 02 it would wait on its locks)
     "20": ("01",),
     "21": ("01", "20"),
     "31": ("30",),
