@@ -291,13 +291,16 @@ def read(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("[0-9]*.json"))]
 
 
-def totals(ledgers: Sequence[dict]) -> dict:
-    """``{arch: {"forward", "backward"}}`` summed over the ledgers, and the specs: ``(passes, archs)``."""
+def totals(ledgers: Sequence[dict], steps: set | None = None) -> dict:
+    """``{arch: {"forward", "backward"}}`` summed over the ledgers (only the ``steps`` named, if given), and the
+    specs: ``(passes, archs)``."""
     passes: dict = {}
     archs: dict = {}
     for led in ledgers:
         archs.update(led["archs"])
         for row in led["counts"]:
+            if steps is not None and row["step"] not in steps:
+                continue
             p = passes.setdefault(row["arch"], {"forward": 0, "backward": 0})
             p["forward"] += row["forward"]
             p["backward"] += row["backward"]
@@ -410,15 +413,8 @@ def unet_steps(ledgers: Sequence[dict]) -> tuple[dict, float]:
     seconds (:func:`step`; passes outside any step are not timed, and not in either)."""
     names = {row["step"] for led in ledgers for row in led["counts"]
              if row["step"] != NO_STEP and (row["forward"] or row["backward"])}
-    passes: dict = {}
-    for led in ledgers:
-        for row in led["counts"]:
-            if row["step"] in names:
-                p = passes.setdefault(row["arch"], {"forward": 0, "backward": 0})
-                p["forward"] += row["forward"]
-                p["backward"] += row["backward"]
     seconds = sum(led.get("own_seconds", {}).get(n, 0.0) for led in ledgers for n in names)
-    return passes, seconds
+    return totals(ledgers, names)[0], seconds
 
 
 def summarize(ledgers: Sequence[dict], speeds: dict | None, threads: int) -> dict:
